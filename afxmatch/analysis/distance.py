@@ -1,0 +1,42 @@
+"""Style distances between two signals: spectral envelope, loudness and dynamics.
+
+These are content-light summaries (long-term, level-normalised), so they can compare an
+output with a reference of different material.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .features import Features
+from .spectrum import frequency_grid
+
+DISTANCE_FRACTION = 1.0 / 3.0   # third-octave smoothing for the spectral distance
+DISTANCE_LOW_HZ, DISTANCE_HIGH_HZ = 50.0, 16000.0
+
+
+def spectral_difference_db(a: Features, b: Features, fraction: float, low_hz: float,
+                           high_hz: float, points: int = 160):
+    """``(grid, b_db - a_db)`` with the mean level difference removed."""
+    top = min(high_hz, a.top_hz, b.top_hz)
+    grid = frequency_grid(top, points, low_hz)
+    diff = b.spectrum_db(grid, fraction) - a.spectrum_db(grid, fraction)
+    return grid, diff - diff.mean()
+
+
+def style_distances(out: Features, ref: Features) -> dict[str, float]:
+    """Distances of ``out`` to ``ref``; all in dB (LU for loudness), 0 = identical style.
+
+    - ``spectral_db``: RMS over 50 Hz-16 kHz of the difference of third-octave smoothed,
+      level-normalised long-term spectra.
+    - ``loudness_lu``: absolute difference of integrated loudness.
+    - ``dynamics_db``: mean absolute difference of the level-distribution shape
+      (10th/90th/99th percentile of 50 ms frame levels and the sample peak, each relative
+      to the median frame level).
+    """
+    _, diff = spectral_difference_db(out, ref, DISTANCE_FRACTION, DISTANCE_LOW_HZ, DISTANCE_HIGH_HZ)
+    loud = abs(out.loudness_lufs - ref.loudness_lufs)
+    dyn = float(np.mean(np.abs(out.profile() - ref.profile())))
+    return {"spectral_db": round(float(np.sqrt(np.mean(diff ** 2))), 3),
+            "loudness_lu": round(float(loud), 3) if np.isfinite(loud) else None,
+            "dynamics_db": round(dyn, 3)}

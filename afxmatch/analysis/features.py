@@ -1,0 +1,106 @@
+"""Per-file measurements used for matching and for the report.
+
+All functions take ``(channels, samples)`` float arrays and a sample rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyloudnorm
+
+from ..params import top_hz
+from . import spectrum
+
+FRAME_S = 0.05          # short-term level frames for the level distribution
+GATE_DB = -70.0         # frames quieter than this (dBFS RMS) are ignored
+PERCENTILES = (10, 50, 90, 99)
+
+
+def integrated_loudness(samples: np.ndarray, sample_rate: float) -> float:
+    """BS.1770-4 integrated loudness (LUFS) via pyloudnorm; ``-inf`` for silence."""
+    meter = pyloudnorm.Meter(int(sample_rate))
+    data = samples.T.astype(np.float64)
+    if data.shape[1] > 5:  # pyloudnorm weights at most 5 channels
+        data = data[:, :5]
+    with np.errstate(divide="ignore"):
+        return float(meter.integrated_loudness(data))
+
+
+def sample_peak_db(samples: np.ndarray) -> float:
+    peak = float(np.max(np.abs(samples)))
+    return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
+
+
+def frame_levels(samples: np.ndarray, sample_rate: float, frame_s: float = FRAME_S):
+    """RMS and peak level (dBFS) of non-overlapping frames, all channels pooled.
+
+    Returns ``(rms_db, peak_db)``, each shape (n_frames,), gated at ``GATE_DB``.
+    """
+    hop = max(1, int(round(frame_s * sample_rate)))
+    n = samples.shape[-1] // hop
+    if n == 0:
+        return np.zeros(0), np.zeros(0)
+    frames = samples[:, : n * hop].reshape(samples.shape[0], n, hop).astype(np.float64)
+    ms = np.mean(frames ** 2, axis=(0, 2))
+    pk = np.max(np.abs(frames), axis=(0, 2))
+    rms_db = 10 * np.log10(ms + 1e-20)
+    peak_db = 20 * np.log10(pk + 1e-10)
+    keep = rms_db > GATE_DB
+    return rms_db[keep], peak_db[keep]
+
+
+def level_profile(rms_db: np.ndarray, peak_db: float) -> np.ndarray:
+    """Shape of the level distribution relative to its median: ``[p10, p90, p99, peak] - p50`` in dB."""
+    if rms_db.size == 0:
+        return np.zeros(len(PERCENTILES))
+    p = np.percentile(rms_db, PERCENTILES)
+    median = p[1]
+    return np.array([p[0] - median, p[2] - median, p[3] - median, peak_db - median])
+
+
+@dataclass
+class Features:
+    """What afxmatch measures on one signal."""
+
+    sample_rate: float
+    loudness_lufs: float
+    peak_db: float
+    rms_db: float
+    freqs_hz: np.ndarray          # Welch bins
+    power: np.ndarray             # Welch power (all channels averaged)
+    frame_rms_db: np.ndarray      # gated 50 ms frame levels
+    frame_peak_db: np.ndarray
+
+    @property
+    def top_hz(self) -> float:
+        return top_hz(self.sample_rate)
+
+    def spectrum_db(self, grid: np.ndarray, fraction: float) -> np.ndarray:
+        return spectrum.smooth_on_grid(self.freqs_hz, self.power, grid, fraction)
+
+    def profile(self) -> np.ndarray:
+        return level_profile(self.frame_rms_db, self.peak_db)
+
+    def summary(self) -> dict:
+        return {"integrated_lufs": _round(self.loudness_lufs), "sample_peak_dbfs": _round(self.peak_db),
+                "rms_dbfs": _round(self.rms_db)}
+
+
+def _round(x: float, nd: int = 2):
+    return None if not np.isfinite(x) else round(float(x), nd)
+
+
+def measure(samples: np.ndarray, sample_rate: float) -> Features:
+    """Measure ``(channels, samples)`` audio."""
+    freqs, power = spectrum.welch_power(samples, sample_rate)
+    rms_frames, peak_frames = frame_levels(samples, sample_rate)
+    ms = float(np.mean(samples.astype(np.float64) ** 2))
+    return Features(
+        sample_rate=float(sample_rate),
+        loudness_lufs=integrated_loudness(samples, sample_rate),
+        peak_db=sample_peak_db(samples),
+        rms_db=10 * np.log10(ms) if ms > 0 else float("-inf"),
+        freqs_hz=freqs, power=power, frame_rms_db=rms_frames, frame_peak_db=peak_frames,
+    )

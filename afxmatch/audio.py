@@ -1,0 +1,135 @@
+"""Reading and writing audio files: the only module that knows file layouts.
+
+Inside afxmatch audio is ``float32`` numpy, channels first: ``(channels, samples)``.
+Writes go to a temporary file in the target folder and are renamed into place, so a
+failed or interrupted write never leaves a partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AudioFileError, OutputError
+
+READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".w64", ".rf64")
+WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+SUBTYPES = {"PCM_16", "PCM_24", "PCM_32", "FLOAT"}
+FLAC_SUBTYPES = {"PCM_16", "PCM_24"}
+DEFAULT_SUBTYPE = "PCM_24"
+MIN_DURATION_S = 0.5
+
+
+@dataclass
+class Audio:
+    """Samples ``(channels, samples)`` float32 plus where they came from."""
+
+    samples: np.ndarray
+    sample_rate: int
+    path: Path | None = None
+    format: str | None = None
+    subtype: str | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / float(self.sample_rate)
+
+
+def load(path: str | os.PathLike, role: str = "input") -> Audio:
+    """Read an audio file; every failure becomes an :class:`AudioFileError` naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioFileError(f"{role} file not found: {p}")
+    if p.is_dir():
+        raise AudioFileError(f"{role} {p} is a folder, not an audio file")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        reason = str(err).split(":")[-1].strip() or "unknown format"
+        raise AudioFileError(f"{role} {p} is not a readable audio file ({reason}); "
+                             f"supported: {', '.join(READ_EXTENSIONS)}") from None
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{role} {p} contains no samples")
+    if not np.all(np.isfinite(data)):
+        raise AudioFileError(f"{role} {p} contains NaN or infinite samples")
+    audio = Audio(np.ascontiguousarray(data.T), int(sr), p, info.format, info.subtype)
+    if audio.duration_s < MIN_DURATION_S:
+        raise AudioFileError(f"{role} {p} is {audio.duration_s:.2f} s long; afxmatch needs at "
+                             f"least {MIN_DURATION_S} s to measure loudness and spectrum")
+    if float(np.max(np.abs(data))) == 0.0:
+        raise AudioFileError(f"{role} {p} is digital silence; there is nothing to match")
+    return audio
+
+
+def check_output(path: str | os.PathLike, inputs: list[str | os.PathLike], force: bool,
+                 subtype: str | None) -> tuple[Path, str, str]:
+    """Validate an output path before any work is done; return (path, format, subtype)."""
+    out = Path(path)
+    fmt = WRITE_FORMATS.get(out.suffix.lower())
+    if fmt is None:
+        raise OutputError(f"output {out}: unsupported extension {out.suffix or '(none)'!r}; "
+                          f"use one of {', '.join(WRITE_FORMATS)}")
+    for other in inputs:
+        other_p = Path(other)
+        if other_p.exists() and (out.resolve() == other_p.resolve() or
+                                 (out.exists() and os.path.samefile(out, other_p))):
+            raise OutputError(f"output {out} is the same file as input {other_p}; "
+                              "choose another output path (inputs are never overwritten)")
+    if out.exists() and not force:
+        raise OutputError(f"output {out} already exists; pass --force to overwrite it")
+    if out.exists() and out.is_dir():
+        raise OutputError(f"output {out} is a folder; give a file name")
+    if not out.parent.exists():
+        raise OutputError(f"output folder {out.parent} does not exist")
+    subtype = (subtype or DEFAULT_SUBTYPE).upper()
+    if subtype not in SUBTYPES:
+        raise OutputError(f"--subtype {subtype} is not supported; use one of {', '.join(sorted(SUBTYPES))}")
+    if fmt == "FLAC" and subtype not in FLAC_SUBTYPES:
+        raise OutputError(f"FLAC output {out} supports --subtype PCM_16 or PCM_24, not {subtype}")
+    return out, fmt, subtype
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, fmt: str,
+         subtype: str) -> None:
+    """Write ``(channels, samples)`` audio atomically. Refuses NaN/Inf and samples over full scale."""
+    samples = np.asarray(samples, dtype=np.float32)
+    if not np.all(np.isfinite(samples)):
+        raise OutputError(f"refusing to write {path}: the render produced NaN/Inf samples")
+    if subtype != "FLOAT" and float(np.max(np.abs(samples))) > 1.0:
+        raise OutputError(f"refusing to write {path}: samples exceed full scale for {subtype}")
+    atomic_write_bytes(Path(path), lambda tmp: sf.write(tmp, samples.T, int(sample_rate),
+                                                        format=fmt, subtype=subtype))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    atomic_write_bytes(Path(path), write)

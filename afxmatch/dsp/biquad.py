@@ -1,0 +1,85 @@
+"""RBJ Audio-EQ-Cookbook biquads in torch (differentiable).
+
+All functions take tensors of shape ``(batch,)`` (or broadcastable) for frequency, gain
+and Q and return coefficient tensors of shape ``(batch, 3)`` for ``b`` and ``a``,
+normalised so that ``a[..., 0] == 1``. Coefficients are computed in float64: at 20 Hz and
+44.1 kHz ``cos(w0)`` is within 1e-5 of 1 and float32 loses the filter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+KINDS = ("peak", "low_shelf", "high_shelf")
+
+
+def coefficients(kind: str, freq_hz: torch.Tensor, gain_db: torch.Tensor, q: torch.Tensor,
+                 sample_rate: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RBJ coefficients ``(b, a)``, each ``(batch, 3)`` float64, ``a0 = 1``.
+
+    For the shelves ``q`` is used as Q (``alpha = sin(w0) / (2 q)``), as pedalboard does,
+    not the shelf slope S.
+    """
+    f, g, q = (torch.as_tensor(v, dtype=torch.float64) for v in (freq_hz, gain_db, q))
+    f, g, q = torch.broadcast_tensors(f, g, q)
+    big_a = torch.pow(10.0, g / 40.0)
+    w0 = 2.0 * math.pi * f / float(sample_rate)
+    cos_w, alpha = torch.cos(w0), torch.sin(w0) / (2.0 * q)
+    if kind == "peak":
+        b = torch.stack([1 + alpha * big_a, -2 * cos_w, 1 - alpha * big_a], -1)
+        a = torch.stack([1 + alpha / big_a, -2 * cos_w, 1 - alpha / big_a], -1)
+    elif kind in ("low_shelf", "high_shelf"):
+        s = 1.0 if kind == "low_shelf" else -1.0  # the high shelf flips the sign of cos terms
+        root = 2 * torch.sqrt(big_a) * alpha
+        ap, am = big_a + 1, big_a - 1
+        b = big_a[..., None] * torch.stack(
+            [ap - s * am * cos_w + root, 2 * s * (am - s * ap * cos_w), ap - s * am * cos_w - root], -1)
+        a = torch.stack([ap + s * am * cos_w + root, -2 * s * (am + s * ap * cos_w), ap + s * am * cos_w - root], -1)
+    else:
+        raise ValueError(f"unknown biquad kind {kind!r}; expected one of {KINDS}")
+    a0 = a[..., :1]
+    return b / a0, a / a0
+
+
+def response(b: torch.Tensor, a: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """Complex response of ``(batch, 3)`` biquads at angular frequencies ``omega`` (rad/sample).
+
+    Returns ``(batch, n_freq)`` complex128.
+    """
+    z1 = torch.exp(-1j * omega.to(torch.float64))  # z^-1, (n_freq,)
+    z2 = z1 * z1
+    num = b[..., 0:1] + b[..., 1:2] * z1 + b[..., 2:3] * z2
+    den = a[..., 0:1] + a[..., 1:2] * z1 + a[..., 2:3] * z2
+    return num / den
+
+
+def power_response(b: torch.Tensor, a: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
+    """``|H|^2`` of ``(batch, 3)`` biquads at ``omega`` (rad/sample), ``(batch, n_freq)``.
+
+    Real arithmetic only: ``|c0 + c1 z^-1 + c2 z^-2|^2 = c0^2 + c1^2 + c2^2
+    + 2 (c0 c1 + c1 c2) cos w + 2 c0 c2 cos 2w``. Cheaper than the complex response.
+    """
+    cos1, cos2 = torch.cos(omega.to(torch.float64)), torch.cos(2 * omega.to(torch.float64))
+
+    def sq(c):
+        c0, c1, c2 = c[..., 0:1], c[..., 1:2], c[..., 2:3]
+        return c0 * c0 + c1 * c1 + c2 * c2 + 2 * (c0 * c1 + c1 * c2) * cos1 + 2 * c0 * c2 * cos2
+
+    return sq(b) / sq(a)
+
+
+def decay_samples(a: torch.Tensor, floor_db: float = -140.0) -> int:
+    """Samples until the slowest pole of the ``(batch, 3)`` denominators decays to ``floor_db``."""
+    with torch.no_grad():
+        a1, a2 = a[..., 1].double(), a[..., 2].double()
+        disc = a1 * a1 - 4 * a2
+        complex_r = torch.sqrt(torch.clamp(a2, min=0.0))
+        sq = torch.sqrt(torch.clamp(disc, min=0.0))
+        real_r = torch.maximum((-a1 + sq).abs(), (-a1 - sq).abs()) / 2
+        r = torch.where(disc < 0, complex_r, real_r).max().item()
+    if r <= 0.0:
+        return 1
+    r = min(r, 1.0 - 1e-12)
+    return int(math.ceil((floor_db / 20.0) * math.log(10.0) / math.log(r)))

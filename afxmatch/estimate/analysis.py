@@ -1,0 +1,126 @@
+"""The rule-based ``analysis`` method: no model, no rendering in the loop.
+
+1. EQ: least-squares fit of the 6 bands' dB magnitude response (plus a free offset) to the
+   smoothed long-term spectral difference ``reference - input``, by gradient descent on
+   the normalised parameters from several starting points at once.
+2. Compressor: the threshold/ratio whose static curve, applied to the EQ'd input's 50 ms
+   frame levels, best reproduces the reference's level-distribution shape.
+3. Output gain: set later by the pipeline from a render, so the output's integrated
+   loudness equals the reference's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .. import dsp
+from ..analysis.features import Features, level_profile
+from ..analysis.spectrum import frequency_grid
+from ..params import EQ_GAIN_DB, ParamSpace
+from .optim import Adam
+
+FIT_FRACTION = 1.0 / 6.0
+FIT_LOW_HZ = 20.0
+FIT_POINTS = 200
+FIT_STEPS = 300
+FIT_STARTS = 8
+ATTACK_MS, RELEASE_MS, KNEE_DB = 1.0, 100.0, 6.0
+RATIOS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def _eq_names(space: ParamSpace) -> list[str]:
+    return [s.name for s in space.specs if s.group == "eq"]
+
+
+def target_curve(inp: Features, ref: Features, sample_rate: float):
+    """``(grid_hz, target_db, weight)``: what the EQ should do to ``inp`` to sound like ``ref``.
+
+    The difference is clipped to the EQ's gain range; frequencies where either signal is
+    more than 60 dB below its own maximum carry little weight (there is nothing to shape).
+    """
+    top = min(inp.top_hz, ref.top_hz, ParamSpace(sample_rate)["hs_freq_hz"].max)
+    grid = frequency_grid(top, FIT_POINTS, FIT_LOW_HZ)
+    a, b = inp.spectrum_db(grid, FIT_FRACTION), ref.spectrum_db(grid, FIT_FRACTION)
+    diff = np.clip(b - a - np.median(b - a), -EQ_GAIN_DB, EQ_GAIN_DB)
+    floor = np.minimum(a - a.max(), b - b.max())
+    weight = np.clip((floor + 80.0) / 20.0, 0.05, 1.0)
+    return grid, diff, weight
+
+
+def fit_eq_curve(grid_hz: np.ndarray, target_db: np.ndarray, weight: np.ndarray,
+                 sample_rate: float, steps: int = FIT_STEPS, starts: int = FIT_STARTS,
+                 seed: int = 0) -> tuple[dict[str, float], float]:
+    """Fit the 6-band EQ (+ a free dB offset) to ``target_db`` on ``grid_hz``.
+
+    Returns ``(eq_params, rms_error_db)``; the offset is discarded (gain is set elsewhere).
+    """
+    space = ParamSpace(sample_rate)
+    names = _eq_names(space)
+    gen = torch.Generator().manual_seed(seed)
+    u0 = torch.tensor(space.normalise(space.defaults()), dtype=torch.float64).repeat(starts, 1)
+    jitter = torch.rand(starts, len(space), generator=gen, dtype=torch.float64)
+    freq_cols = [i for i, n in enumerate(space.names) if n.endswith("_freq_hz")]
+    u0[1:, freq_cols] = jitter[1:, freq_cols]  # start 0 at the defaults, others at random frequencies
+    logits = torch.logit(u0.clamp(1e-3, 1 - 1e-3)).requires_grad_(True)
+    offset = torch.zeros(starts, 1, dtype=torch.float64, requires_grad=True)
+    grid = torch.as_tensor(grid_hz, dtype=torch.float64)
+    target = torch.as_tensor(target_db, dtype=torch.float64)
+    w = torch.as_tensor(weight, dtype=torch.float64)
+    opt = Adam([logits, offset], lr=0.05, steps=steps)
+    for _ in range(steps):
+        params = dsp.denormalise(space, torch.sigmoid(logits))
+        err = dsp.eq.magnitude_db(params, sample_rate, grid) + offset - target
+        loss = (w * err ** 2).sum(1) / w.sum()
+        opt.step(loss.sum())
+    with torch.no_grad():
+        params = dsp.denormalise(space, torch.sigmoid(logits))
+        err = dsp.eq.magnitude_db(params, sample_rate, grid) + offset - target
+        loss = (w * err ** 2).sum(1) / w.sum()
+        best = int(torch.argmin(loss))
+    values = {n: float(params[n][best]) for n in names}
+    return values, math.sqrt(float(loss[best]))
+
+
+def fit_compressor(inp: Features, ref: Features, space: ParamSpace) -> dict[str, float]:
+    """Pick threshold and ratio so the static curve maps the input's frame levels onto a
+    level distribution shaped like the reference's (see ``level_profile``)."""
+    target = ref.profile()
+    rms, peak = inp.frame_rms_db, inp.frame_peak_db
+    if rms.size < 4:
+        return {}
+    best, best_err = (0.0, 1.0), float(np.mean(np.abs(level_profile(rms, inp.peak_db) - target)))
+    thresholds = np.unique(np.clip(np.round(np.percentile(peak, np.arange(5, 100, 5))), -60, 0))
+    for thr in thresholds:
+        for ratio in RATIOS[1:]:
+            gc = dsp.compressor.static_curve_db(torch.as_tensor(peak), torch.tensor(thr),
+                                                torch.tensor(ratio), torch.tensor(KNEE_DB)).numpy()
+            out_rms = rms + gc
+            out_peak = float(np.max(peak + gc))
+            err = float(np.mean(np.abs(level_profile(out_rms, out_peak) - target)))
+            if err < best_err - 1e-9:
+                best, best_err = (float(thr), ratio), err
+    thr, ratio = best
+    if ratio == 1.0:
+        return {}
+    return {"comp_threshold_db": thr, "comp_ratio": ratio, "comp_attack_ms": ATTACK_MS,
+            "comp_release_ms": RELEASE_MS, "comp_knee_db": KNEE_DB}
+
+
+def estimate_analysis(inp: Features, ref: Features, sample_rate: float,
+                      eq_features=None) -> dict[str, float]:
+    """Parameters (without the final output gain) that move ``inp`` towards ``ref``.
+
+    ``eq_features`` (optional) measures a signal after EQ so the compressor is fitted on
+    what it will actually see; it is a callable ``params -> Features``.
+    """
+    space = ParamSpace(sample_rate)
+    grid, target, weight = target_curve(inp, ref, sample_rate)
+    params = space.defaults()
+    eq_values, _ = fit_eq_curve(grid, target, weight, sample_rate)
+    params.update(eq_values)
+    after_eq = eq_features(params) if eq_features is not None else inp
+    params.update(fit_compressor(after_eq, ref, space))
+    return params

@@ -1,0 +1,162 @@
+"""Match one file: load -> analyse -> estimate -> render -> write. No printing.
+
+Progress is reported through an optional ``progress(stage: str)`` callback; the CLI turns
+it into a spinner. Every error a user can cause is an :class:`AfxmatchError`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from . import analysis, audio
+from .errors import AudioFileError, InvalidParameterError, OutputError
+from .estimate import METHODS, estimate_analysis
+from .params import ParamSpace
+from .render import BACKENDS, render
+from .report import build_report, dump_report
+
+PEAK_CEILING_DB = -0.1  # sample-peak ceiling of the safety gain (dBFS)
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class MatchOptions:
+    method: str = "analysis"
+    backend: str = "torch"
+    subtype: str | None = None
+    force: bool = False
+    report_path: str | None = None
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise InvalidParameterError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.backend not in BACKENDS:
+            raise InvalidParameterError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+@dataclass
+class MatchResult:
+    """What :func:`match_arrays` produced: the audio, the parameters, and the facts."""
+
+    output: np.ndarray
+    params: dict[str, float]
+    safety: dict
+    features: dict = field(default_factory=dict)   # input / reference / output Features
+    timings: dict = field(default_factory=dict)
+
+
+def set_output_gain(rendered: np.ndarray, params: dict[str, float], target_lufs: float,
+                    sample_rate: float) -> tuple[np.ndarray, dict]:
+    """Scale ``rendered`` (made with ``out_gain_db = 0``) to ``target_lufs``, but never let
+    the sample peak exceed ``PEAK_CEILING_DB``; record the gain in ``params``."""
+    space = ParamSpace(sample_rate)
+    loud = analysis.features.integrated_loudness(rendered, sample_rate)
+    wanted = target_lufs - loud if np.isfinite(loud) and np.isfinite(target_lufs) else 0.0
+    spec = space["out_gain_db"]
+    gain = float(np.clip(wanted, spec.min, spec.max))
+    peak = analysis.features.sample_peak_db(rendered)
+    limited = max(0.0, peak + gain - PEAK_CEILING_DB)
+    gain -= limited
+    safety = {"peak_ceiling_dbfs": PEAK_CEILING_DB, "loudness_gain_wanted_db": round(wanted, 3),
+              "gain_reduced_for_peak_db": round(limited, 3),
+              "note": ("output gain lowered so the sample peak stays at the ceiling; the output "
+                       "is quieter than the reference by this amount") if limited > 0 else
+                      "no safety gain needed"}
+    params["out_gain_db"] = gain
+    return (rendered * np.float32(10 ** (gain / 20))).astype(np.float32), safety
+
+
+def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,
+                 method: str = "analysis", backend: str = "torch",
+                 progress: Progress | None = None) -> MatchResult:
+    """Estimate and render: ``x`` ``(channels, samples)`` towards the style of ``ref``."""
+    say = progress or (lambda stage: None)
+    timings = {}
+    t = time.perf_counter()
+    say("analysing")
+    f_in, f_ref = analysis.measure(x, sample_rate), analysis.measure(ref, ref_rate)
+    timings["analyse"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("estimating parameters")
+    eq_feats = lambda p: analysis.measure(render(x, sample_rate, p, "torch", ("eq",)), sample_rate)  # noqa: E731
+    params = estimate_analysis(f_in, f_ref, sample_rate, eq_features=eq_feats)
+    params = ParamSpace(sample_rate).validate(params, clip=True)
+    timings["estimate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("rendering")
+    params["out_gain_db"] = 0.0
+    rendered = render(x, sample_rate, params, backend)
+    out, safety = set_output_gain(rendered, params, f_ref.loudness_lufs, sample_rate)
+    timings["render"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("measuring the result")
+    f_out = analysis.measure(out, sample_rate)
+    timings["measure_output"] = time.perf_counter() - t
+    return MatchResult(out, params, safety, {"input": f_in, "reference": f_ref, "output": f_out}, timings)
+
+
+def default_report_path(output: Path) -> Path:
+    return output.with_suffix(".json")
+
+
+def match_file(input_path, reference_path, output_path, options: MatchOptions | None = None,
+               progress: Progress | None = None) -> dict:
+    """Match ``input_path`` to ``reference_path``, write ``output_path`` and its report.
+
+    Returns the report (a JSON-ready dict). Nothing is written unless everything succeeded.
+    """
+    options = options or MatchOptions()
+    options.check()
+    say = progress or (lambda stage: None)
+    t_start = time.perf_counter()
+    out_path, fmt, subtype = audio.check_output(output_path, [input_path, reference_path],
+                                                options.force, options.subtype)
+    report_path = Path(options.report_path) if options.report_path else default_report_path(out_path)
+    _check_report_path(report_path, out_path, [input_path, reference_path], options.force)
+
+    say("loading")
+    t = time.perf_counter()
+    inp = audio.load(input_path, "input")
+    ref = audio.load(reference_path, "reference")
+    t_load = time.perf_counter() - t
+
+    result = match_arrays(inp.samples, inp.sample_rate, ref.samples, ref.sample_rate,
+                          options.method, options.backend, progress)
+    say("writing")
+    t = time.perf_counter()
+    audio.save(out_path, result.output, inp.sample_rate, fmt, subtype)
+    t_write = time.perf_counter() - t
+    timings = {"load": t_load, **result.timings, "write": t_write,
+               "total": time.perf_counter() - t_start}
+    report = build_report(inp, ref, out_path, subtype, result, options.method, options.backend, timings)
+    try:
+        audio.atomic_write_text(report_path, dump_report(report))
+    except OSError as err:
+        out_path.unlink(missing_ok=True)
+        raise OutputError(f"cannot write report {report_path}: {err.strerror}") from None
+    report["report_path"] = str(report_path)
+    return report
+
+
+def _check_report_path(report: Path, out: Path, inputs, force: bool) -> None:
+    if report.resolve() == out.resolve():
+        raise OutputError(f"report path {report} equals the audio output path")
+    for other in inputs:
+        if Path(other).exists() and report.resolve() == Path(other).resolve():
+            raise OutputError(f"report path {report} is the input file {other}; choose another --report")
+    if report.exists() and not force:
+        raise OutputError(f"report {report} already exists; pass --force to overwrite it")
+    if not report.parent.exists():
+        raise OutputError(f"report folder {report.parent} does not exist")
+
+
+__all__ = ["MatchOptions", "MatchResult", "match_arrays", "match_file", "AudioFileError"]

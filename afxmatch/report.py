@@ -1,0 +1,68 @@
+"""The JSON report: everything needed to understand and reproduce a match."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .analysis import style_distances
+from .params import EQ_BANDS, ParamSpace, fingerprint
+
+SCHEMA = "afxmatch.report/1"
+CHAIN = [kind for _, kind in EQ_BANDS] + ["compressor", "output_gain"]
+
+
+def _file_facts(a, features) -> dict:
+    return {"path": str(a.path) if a.path else None, "sample_rate": a.sample_rate,
+            "channels": a.channels, "duration_s": round(a.duration_s, 3), "frames": a.n_samples,
+            "format": a.format, "subtype": a.subtype, **features.summary()}
+
+
+def parameters_block(params: dict[str, float], sample_rate: float) -> dict:
+    """``{name: {value, unit, min, max}}`` in chain order."""
+    space = ParamSpace(sample_rate)
+    return {s.name: {"value": round(float(params[s.name]), 6), "unit": s.unit,
+                     "min": round(s.min, 6), "max": round(s.max, 6)} for s in space.specs}
+
+
+def build_report(inp, ref, out_path: Path, subtype: str, result, method: str, backend: str,
+                 timings: dict) -> dict:
+    f = result.features
+    return {
+        "schema": SCHEMA,
+        "afxmatch_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": method,
+        "backend": backend,
+        "input": _file_facts(inp, f["input"]),
+        "reference": _file_facts(ref, f["reference"]),
+        "output": {"path": str(out_path), "sample_rate": inp.sample_rate, "channels": inp.channels,
+                   "duration_s": round(inp.duration_s, 3), "frames": inp.n_samples,
+                   "subtype": subtype, **f["output"].summary()},
+        "chain": CHAIN,
+        "param_space": {"fingerprint": fingerprint(), "sample_rate": inp.sample_rate},
+        "parameters": parameters_block(result.params, inp.sample_rate),
+        "safety": result.safety,
+        "style_distance": {
+            "definition": "spectral_db: RMS dB difference of 1/3-octave level-normalised long-term "
+                          "spectra 50 Hz-16 kHz; loudness_lu: |integrated loudness difference|; "
+                          "dynamics_db: mean |difference| of 50 ms level-distribution shape",
+            "before": style_distances(f["input"], f["reference"]),
+            "after": style_distances(f["output"], f["reference"]),
+        },
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+
+
+def _default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
+
+
+def dump_report(report: dict) -> str:
+    return json.dumps(report, indent=2, default=_default, allow_nan=False) + "\n"
