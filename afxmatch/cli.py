@@ -56,7 +56,7 @@ def match_cmd(
     input: Path = typer.Argument(..., help="Recording to process (WAV/FLAC/OGG/MP3, any rate, mono/stereo)."),
     ref: Path = typer.Option(..., "--ref", "-r", help="Reference recording whose style to match."),
     output: Path = typer.Option(..., "--output", "-o", help="Output audio file (.wav or .flac)."),
-    method: str = typer.Option("analysis", help="Estimation method: analysis."),
+    method: str = typer.Option("analysis", help="Estimation method: analysis (rule-based)."),
     backend: str = typer.Option("torch", help="Renderer: torch (built-in) or pedalboard."),
     subtype: Optional[str] = typer.Option(None, help="Output sample format: PCM_16, PCM_24 "
                                           "(default), PCM_32 or FLOAT (WAV only)."),

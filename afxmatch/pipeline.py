@@ -13,12 +13,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from . import analysis, audio
+from . import audio
+from .choices import BACKENDS, METHODS
 from .errors import AudioFileError, InvalidParameterError, OutputError
-from .estimate import METHODS, estimate_analysis
 from .params import ParamSpace
-from .render import BACKENDS, render
-from .report import build_report, dump_report
+
+# analysis, estimation, rendering and the report pull in torch, scipy and pyloudnorm
+# (seconds of start-up); they are imported where needed, after the cheap checks, so a
+# wrong path or option fails at once.
 
 PEAK_CEILING_DB = -0.1  # sample-peak ceiling of the safety gain (dBFS)
 
@@ -55,6 +57,8 @@ def set_output_gain(rendered: np.ndarray, params: dict[str, float], target_lufs:
                     sample_rate: float) -> tuple[np.ndarray, dict]:
     """Scale ``rendered`` (made with ``out_gain_db = 0``) to ``target_lufs``, but never let
     the sample peak exceed ``PEAK_CEILING_DB``; record the gain in ``params``."""
+    from . import analysis
+
     space = ParamSpace(sample_rate)
     loud = analysis.features.integrated_loudness(rendered, sample_rate)
     wanted = target_lufs - loud if np.isfinite(loud) and np.isfinite(target_lufs) else 0.0
@@ -76,6 +80,10 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
                  method: str = "analysis", backend: str = "torch",
                  progress: Progress | None = None) -> MatchResult:
     """Estimate and render: ``x`` ``(channels, samples)`` towards the style of ``ref``."""
+    from . import analysis
+    from .estimate import estimate_analysis
+    from .render import render
+
     say = progress or (lambda stage: None)
     timings = {}
     t = time.perf_counter()
@@ -128,6 +136,8 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
     inp = audio.load(input_path, "input")
     ref = audio.load(reference_path, "reference")
     t_load = time.perf_counter() - t
+
+    from .report import build_report, dump_report
 
     result = match_arrays(inp.samples, inp.sample_rate, ref.samples, ref.sample_rate,
                           options.method, options.backend, progress)

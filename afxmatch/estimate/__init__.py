@@ -1,5 +1,4 @@
 """Methods that turn (input, reference) into effect parameters."""
 
 from .analysis import estimate_analysis, fit_eq_curve  # noqa: F401
-
-METHODS = ("analysis",)
+from ..choices import METHODS  # noqa: F401

@@ -12,21 +12,23 @@
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import torch
+from scipy.optimize import least_squares
 
 from .. import dsp
 from ..analysis.features import Features, level_profile
 from ..analysis.spectrum import frequency_grid
 from ..params import EQ_GAIN_DB, ParamSpace
-from .optim import Adam
 
 FIT_FRACTION = 1.0 / 6.0
 FIT_LOW_HZ = 20.0
 FIT_POINTS = 200
-FIT_STEPS = 300
-FIT_STARTS = 8
+FIT_STARTS = 4
+FIT_MAX_EVALS = 100
+FD_STEP = 1e-6
 ATTACK_MS, RELEASE_MS, KNEE_DB = 1.0, 100.0, 6.0
 RATIOS = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
 
@@ -51,37 +53,83 @@ def target_curve(inp: Features, ref: Features, sample_rate: float):
 
 
 def fit_eq_curve(grid_hz: np.ndarray, target_db: np.ndarray, weight: np.ndarray,
-                 sample_rate: float, steps: int = FIT_STEPS, starts: int = FIT_STARTS,
+                 sample_rate: float, starts: int = FIT_STARTS,
                  seed: int = 0) -> tuple[dict[str, float], float]:
     """Fit the 6-band EQ (+ a free dB offset) to ``target_db`` on ``grid_hz``.
 
-    Returns ``(eq_params, rms_error_db)``; the offset is discarded (gain is set elsewhere).
+    Bounded nonlinear least squares (scipy's trust-region reflective) on the normalised
+    EQ parameters; the Jacobian is a forward difference computed as one batched
+    evaluation of the cascade response. Several starts (defaults, then random centre
+    frequencies); the best fit wins. Returns ``(eq_params, weighted_rms_error_db)``; the
+    offset is discarded (the output gain is set elsewhere).
     """
     space = ParamSpace(sample_rate)
     names = _eq_names(space)
-    gen = torch.Generator().manual_seed(seed)
-    u0 = torch.tensor(space.normalise(space.defaults()), dtype=torch.float64).repeat(starts, 1)
-    jitter = torch.rand(starts, len(space), generator=gen, dtype=torch.float64)
-    freq_cols = [i for i, n in enumerate(space.names) if n.endswith("_freq_hz")]
-    u0[1:, freq_cols] = jitter[1:, freq_cols]  # start 0 at the defaults, others at random frequencies
-    logits = torch.logit(u0.clamp(1e-3, 1 - 1e-3)).requires_grad_(True)
-    offset = torch.zeros(starts, 1, dtype=torch.float64, requires_grad=True)
+    idx = [space.names.index(n) for n in names]
+    base = space.normalise(space.defaults())
     grid = torch.as_tensor(grid_hz, dtype=torch.float64)
-    target = torch.as_tensor(target_db, dtype=torch.float64)
-    w = torch.as_tensor(weight, dtype=torch.float64)
-    opt = Adam([logits, offset], lr=0.05, steps=steps)
-    for _ in range(steps):
-        params = dsp.denormalise(space, torch.sigmoid(logits))
-        err = dsp.eq.magnitude_db(params, sample_rate, grid) + offset - target
-        loss = (w * err ** 2).sum(1) / w.sum()
-        opt.step(loss.sum())
-    with torch.no_grad():
-        params = dsp.denormalise(space, torch.sigmoid(logits))
-        err = dsp.eq.magnitude_db(params, sample_rate, grid) + offset - target
-        loss = (w * err ** 2).sum(1) / w.sum()
-        best = int(torch.argmin(loss))
-    values = {n: float(params[n][best]) for n in names}
-    return values, math.sqrt(float(loss[best]))
+    sw = np.sqrt(weight / weight.sum())
+    n_eq = len(idx)
+
+    def curves(z: np.ndarray) -> np.ndarray:
+        """z: (batch, n_eq + 1) -> (batch, n_freq) EQ dB + offset."""
+        u = np.repeat(base[None], len(z), 0)
+        u[:, idx] = z[:, :n_eq]
+        with torch.no_grad():
+            db = dsp.eq.magnitude_db(dsp.denormalise(space, torch.as_tensor(u)), sample_rate, grid)
+        return db.numpy() + z[:, n_eq:]
+
+    def residual(z):
+        return sw * (curves(z[None])[0] - target_db)
+
+    def jacobian(z):
+        step = FD_STEP * np.where(z[:n_eq + 1] > 0.5, -1.0, 1.0)
+        step[n_eq] = 1e-3
+        zz = np.repeat(z[None], n_eq + 2, 0)
+        zz[np.arange(1, n_eq + 2), np.arange(n_eq + 1)] += step
+        c = curves(zz)
+        return (sw * (c[1:] - c[0])).T / step
+
+    rng = np.random.default_rng(seed)
+    with single_thread():
+        best = _multi_start(residual, jacobian, base[idx], names, starts, rng)
+    values = space.denormalise(_scatter(base, idx, best.x[:n_eq]))
+    return {n: values[n] for n in names}, math.sqrt(2 * best.cost)
+
+
+def _multi_start(residual, jacobian, z_default, names, starts, rng):
+    n_eq = len(z_default)
+    lower = np.r_[np.zeros(n_eq), -60.0]
+    upper = np.r_[np.ones(n_eq), 60.0]
+    best = None
+    for k in range(starts):
+        z0 = np.r_[z_default, 0.0]
+        if k:
+            freq = [i for i, n in enumerate(names) if n.endswith("_freq_hz")]
+            z0[freq] = rng.uniform(0.05, 0.95, len(freq))
+        sol = least_squares(residual, z0, jac=jacobian, bounds=(lower, upper), method="trf",
+                            x_scale=np.r_[np.ones(n_eq), 10.0], max_nfev=FIT_MAX_EVALS)
+        if best is None or sol.cost < best.cost:
+            best = sol
+    return best
+
+
+@contextmanager
+def single_thread():
+    """Run small tensor work on one thread: thread hand-offs cost more than the maths
+    (measured 18 ms vs 1.9 ms per batched response on 2 busy cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _scatter(base: np.ndarray, idx: list[int], values: np.ndarray) -> np.ndarray:
+    out = base.copy()
+    out[idx] = values
+    return out
 
 
 def fit_compressor(inp: Features, ref: Features, space: ParamSpace) -> dict[str, float]:

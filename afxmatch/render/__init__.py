@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from .. import dsp
+from ..choices import BACKENDS
 from ..errors import InvalidParameterError
-
-BACKENDS = ("torch", "pedalboard")
 
 
 def render(samples: np.ndarray, sample_rate: float, params: Mapping[str, float],

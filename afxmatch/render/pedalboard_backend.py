@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Mapping
 
 import numpy as np
 import pedalboard
 
 from ..params import EQ_BANDS
+
+# JUCE's ballistics use exp(-2*pi*1000 / (sr * time_ms)): its "time" is 2*pi times our
+# one-pole time constant exp(-1 / (sr * tau)). Scale so both backends mean the same tau.
+JUCE_TIME_SCALE = 2 * math.pi
 
 _FILTERS = {"low_shelf": pedalboard.LowShelfFilter, "peak": pedalboard.PeakFilter,
             "high_shelf": pedalboard.HighShelfFilter}
@@ -26,8 +32,8 @@ def build_board(params: Mapping[str, float], stages=("eq", "comp", "gain")) -> p
         if params["comp_ratio"] > 1.0:
             plugins.append(pedalboard.Compressor(threshold_db=float(params["comp_threshold_db"]),
                                                  ratio=float(params["comp_ratio"]),
-                                                 attack_ms=float(params["comp_attack_ms"]),
-                                                 release_ms=float(params["comp_release_ms"])))
+                                                 attack_ms=JUCE_TIME_SCALE * float(params["comp_attack_ms"]),
+                                                 release_ms=JUCE_TIME_SCALE * float(params["comp_release_ms"])))
         gain_db += float(params["comp_makeup_db"])
     if "gain" in stages:
         gain_db += float(params["out_gain_db"])
