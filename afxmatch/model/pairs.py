@@ -405,6 +405,20 @@ def expand(x: np.ndarray, sample_rate: int, threshold_db: float, ratio: float,
 # pairs
 # --------------------------------------------------------------------------------------
 
+def _branch(x: np.ndarray, rng: np.random.Generator, cfg: "PairConfig", p_eq: float,
+            p_dyn: float, dyn_name: str, sample_dyn, apply_dyn) -> tuple[np.ndarray, dict]:
+    """Random EQ with probability ``p_eq``, then a dynamics effect with ``p_dyn``."""
+    params: dict = {}
+    sr = int(cfg.sample_rate)
+    if rng.random() < p_eq:
+        params["eq"] = sample_eq_params(rng, cfg)
+        x = apply_eq(x, params["eq"], sr, cfg.eq_backend)
+    if rng.random() < p_dyn:
+        params[dyn_name] = sample_dyn(rng, cfg)
+        x = apply_dyn(x, sr, **params[dyn_name])
+    return x, params
+
+
 def make_pair(audio: np.ndarray, rng: np.random.Generator, config: Optional[PairConfig] = None,
               return_params: bool = False) -> dict:
     """Make one (input, reference, target) example from ``audio``.
@@ -430,31 +444,16 @@ def make_pair(audio: np.ndarray, rng: np.random.Generator, config: Optional[Pair
     if x.ndim == 1:
         x = x[None, :]
     L = int(cfg.length)
-    sr = int(cfg.sample_rate)
     exc = find_excerpt(x, 2 * L, rng, cfg.min_rms_db, cfg.max_tries)
     exc = peak_normalize(exc, cfg.peak_db)
 
-    params: dict = {"input": {}, "style": {}}
-    # input branch: corrupt the recording
-    y_in = exc
-    if rng.random() < cfg.p_input_eq:
-        bands = sample_eq_params(rng, cfg)
-        y_in = apply_eq(y_in, bands, sr, cfg.eq_backend)
-        params["input"]["eq"] = bands
-    if rng.random() < cfg.p_input_expander:
-        p = sample_expander_params(rng, cfg)
-        y_in = expand(y_in, sr, **p)
-        params["input"]["expander"] = p
-    # style branch: one effect instance over the whole 2L excerpt
-    y_st = exc
-    if rng.random() < cfg.p_style_eq:
-        bands = sample_eq_params(rng, cfg)
-        y_st = apply_eq(y_st, bands, sr, cfg.eq_backend)
-        params["style"]["eq"] = bands
-    if rng.random() < cfg.p_style_compressor:
-        p = sample_compressor_params(rng, cfg)
-        y_st = compress(y_st, sr, **p)
-        params["style"]["compressor"] = p
+    # input branch corrupts the recording; the style branch is one effect instance over
+    # the whole 2L excerpt, so target (first half) and reference (second half) share it
+    y_in, p_in = _branch(exc, rng, cfg, cfg.p_input_eq, cfg.p_input_expander, "expander",
+                         sample_expander_params, expand)
+    y_st, p_st = _branch(exc, rng, cfg, cfg.p_style_eq, cfg.p_style_compressor, "compressor",
+                         sample_compressor_params, compress)
+    params: dict = {"input": p_in, "style": p_st}
 
     y_in = peak_normalize(y_in, cfg.peak_db)
     y_st = peak_normalize(y_st, cfg.peak_db)
