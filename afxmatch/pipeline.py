@@ -53,27 +53,25 @@ class MatchResult:
     timings: dict = field(default_factory=dict)
 
 
-def set_output_gain(rendered: np.ndarray, params: dict[str, float], target_lufs: float,
-                    sample_rate: float) -> tuple[np.ndarray, dict]:
-    """Scale ``rendered`` (made with ``out_gain_db = 0``) to ``target_lufs``, but never let
-    the sample peak exceed ``PEAK_CEILING_DB``; record the gain in ``params``."""
-    from . import analysis
+def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: float,
+                sample_rate: float) -> tuple[float, dict]:
+    """The output gain (dB) that brings a render made with ``out_gain_db = 0`` to
+    ``target_lufs``, lowered where needed so the sample peak stays at ``PEAK_CEILING_DB``.
 
-    space = ParamSpace(sample_rate)
-    loud = analysis.features.integrated_loudness(rendered, sample_rate)
-    wanted = target_lufs - loud if np.isfinite(loud) and np.isfinite(target_lufs) else 0.0
-    spec = space["out_gain_db"]
+    Returns ``(gain_db, safety)`` where ``safety`` says what was done, for the report.
+    """
+    spec = ParamSpace(sample_rate)["out_gain_db"]
+    finite = np.isfinite(rendered_loudness) and np.isfinite(target_lufs)
+    wanted = target_lufs - rendered_loudness if finite else 0.0
     gain = float(np.clip(wanted, spec.min, spec.max))
-    peak = analysis.features.sample_peak_db(rendered)
-    limited = max(0.0, peak + gain - PEAK_CEILING_DB)
+    limited = max(0.0, rendered_peak_db + gain - PEAK_CEILING_DB)
     gain -= limited
     safety = {"peak_ceiling_dbfs": PEAK_CEILING_DB, "loudness_gain_wanted_db": round(wanted, 3),
               "gain_reduced_for_peak_db": round(limited, 3),
               "note": ("output gain lowered so the sample peak stays at the ceiling; the output "
                        "is quieter than the reference by this amount") if limited > 0 else
                       "no safety gain needed"}
-    params["out_gain_db"] = gain
-    return (rendered * np.float32(10 ** (gain / 20))).astype(np.float32), safety
+    return gain, safety
 
 
 def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,
@@ -93,8 +91,11 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
 
     t = time.perf_counter()
     say("estimating parameters")
-    eq_feats = lambda p: analysis.measure(render(x, sample_rate, p, "torch", ("eq",)), sample_rate)  # noqa: E731
-    params = estimate_analysis(f_in, f_ref, sample_rate, eq_features=eq_feats)
+    def eq_levels(p):
+        y = render(x, sample_rate, p, "torch", ("eq",))
+        return (*analysis.features.frame_levels(y, sample_rate), analysis.features.sample_peak_db(y))
+
+    params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels)
     params = ParamSpace(sample_rate).validate(params, clip=True)
     timings["estimate"] = time.perf_counter() - t
 
@@ -102,12 +103,15 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     say("rendering")
     params["out_gain_db"] = 0.0
     rendered = render(x, sample_rate, params, backend)
-    out, safety = set_output_gain(rendered, params, f_ref.loudness_lufs, sample_rate)
     timings["render"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("measuring the result")
-    f_out = analysis.measure(out, sample_rate)
+    f_rendered = analysis.measure(rendered, sample_rate)
+    gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, f_ref.loudness_lufs, sample_rate)
+    params["out_gain_db"] = gain
+    out = rendered * np.float32(10 ** (gain / 20))
+    f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
     timings["measure_output"] = time.perf_counter() - t
     return MatchResult(out, params, safety, {"input": f_in, "reference": f_ref, "output": f_out}, timings)
 

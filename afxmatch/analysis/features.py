@@ -5,7 +5,7 @@ All functions take ``(channels, samples)`` float arrays and a sample rate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyloudnorm
@@ -82,6 +82,17 @@ class Features:
 
     def profile(self) -> np.ndarray:
         return level_profile(self.frame_rms_db, self.peak_db)
+
+    def scaled(self, gain_db: float) -> "Features":
+        """The features of this signal multiplied by ``gain_db``, without re-measuring.
+
+        Exact for every field, except that BS.1770's absolute -70 LUFS gate (and the
+        frame gate) are not re-applied; they only matter for near-silent blocks.
+        """
+        g = float(gain_db)
+        return replace(self, loudness_lufs=self.loudness_lufs + g, peak_db=self.peak_db + g,
+                       rms_db=self.rms_db + g, power=self.power * 10 ** (g / 10),
+                       frame_rms_db=self.frame_rms_db + g, frame_peak_db=self.frame_peak_db + g)
 
     def summary(self) -> dict:
         return {"integrated_lufs": _round(self.loudness_lufs), "sample_peak_dbfs": _round(self.peak_db),

@@ -132,14 +132,18 @@ def _scatter(base: np.ndarray, idx: list[int], values: np.ndarray) -> np.ndarray
     return out
 
 
-def fit_compressor(inp: Features, ref: Features, space: ParamSpace) -> dict[str, float]:
+def fit_compressor(levels: tuple[np.ndarray, np.ndarray, float], ref: Features) -> dict[str, float]:
     """Pick threshold and ratio so the static curve maps the input's frame levels onto a
-    level distribution shaped like the reference's (see ``level_profile``)."""
+    level distribution shaped like the reference's (see ``level_profile``).
+
+    ``levels`` is ``(frame_rms_db, frame_peak_db, sample_peak_db)`` of the signal the
+    compressor will see (the EQ'd input).
+    """
     target = ref.profile()
-    rms, peak = inp.frame_rms_db, inp.frame_peak_db
+    rms, peak, sample_peak = levels
     if rms.size < 4:
         return {}
-    best, best_err = (0.0, 1.0), float(np.mean(np.abs(level_profile(rms, inp.peak_db) - target)))
+    best, best_err = (0.0, 1.0), float(np.mean(np.abs(level_profile(rms, sample_peak) - target)))
     thresholds = np.unique(np.clip(np.round(np.percentile(peak, np.arange(5, 100, 5))), -60, 0))
     for thr in thresholds:
         for ratio in RATIOS[1:]:
@@ -158,17 +162,19 @@ def fit_compressor(inp: Features, ref: Features, space: ParamSpace) -> dict[str,
 
 
 def estimate_analysis(inp: Features, ref: Features, sample_rate: float,
-                      eq_features=None) -> dict[str, float]:
+                      eq_levels=None) -> dict[str, float]:
     """Parameters (without the final output gain) that move ``inp`` towards ``ref``.
 
-    ``eq_features`` (optional) measures a signal after EQ so the compressor is fitted on
-    what it will actually see; it is a callable ``params -> Features``.
+    ``eq_levels`` (optional) measures the input after the fitted EQ, so the compressor is
+    fitted on what it will actually see: a callable ``params -> (frame_rms_db,
+    frame_peak_db, sample_peak_db)``. Without it the unequalised input's levels are used.
     """
     space = ParamSpace(sample_rate)
     grid, target, weight = target_curve(inp, ref, sample_rate)
     params = space.defaults()
     eq_values, _ = fit_eq_curve(grid, target, weight, sample_rate)
     params.update(eq_values)
-    after_eq = eq_features(params) if eq_features is not None else inp
-    params.update(fit_compressor(after_eq, ref, space))
+    levels = eq_levels(params) if eq_levels is not None else \
+        (inp.frame_rms_db, inp.frame_peak_db, inp.peak_db)
+    params.update(fit_compressor(levels, ref))
     return params
