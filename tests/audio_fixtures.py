@@ -1,29 +1,15 @@
-"""Audio fixtures shared by the integration tests (imported by name into test modules)."""
+"""Audio helpers shared by the integration tests (fixtures live in conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_INPUT = ROOT / "examples" / "input.wav"
 EXAMPLE_REFERENCE = ROOT / "examples" / "reference.flac"
-
-
-@pytest.fixture(scope="session")
-def example_input():
-    """The bundled example input (real recorded material): ``((channels, n) float32, sr)``."""
-    data, sr = sf.read(str(EXAMPLE_INPUT), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(data.T), sr
-
-
-@pytest.fixture(scope="session")
-def example_reference():
-    data, sr = sf.read(str(EXAMPLE_REFERENCE), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(data.T), sr
 
 
 def write_tone(path: Path, sr: int = 44100, seconds: float = 2.0, channels: int = 2,

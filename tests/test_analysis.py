@@ -10,8 +10,6 @@ from afxmatch.params import ParamSpace
 from afxmatch.pipeline import match_arrays
 from afxmatch.render import render
 
-from audio_fixtures import example_input, example_reference  # noqa: F401  (fixtures)
-
 GRID = np.geomspace(50.0, 16000.0, 200)
 
 

@@ -8,8 +8,6 @@ from afxmatch import analysis, dsp
 from afxmatch.params import ParamSpace
 from afxmatch.render import render
 
-from audio_fixtures import example_input  # noqa: F401  (fixture)
-
 # Measured on examples/input.wav and reference.flac over six settings (docs/backends.md):
 # the built-in compressor gives 0.5-1.5 LU lower integrated loudness than JUCE's.
 COMPRESSOR_LOUDNESS_GAP_LU = (0.3, 2.0)

@@ -1,7 +1,6 @@
 """The CLI end to end on real files, and every user error: one line, non-zero exit, no output."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

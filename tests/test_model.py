@@ -1,0 +1,134 @@
+"""The matching network: tiny training run, save/load, integrity checks, estimation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from afxmatch import dsp
+from afxmatch.errors import ModelError
+from afxmatch.estimate.model import estimate_model
+from afxmatch.model.io import load_model, save_model
+from afxmatch.model.network import MatchNet, count_parameters
+from afxmatch.model.train import train
+from afxmatch.params import ParamSpace
+
+TINY = dict(n_mels=32, channels=16, n_conv=2, embed=16, hidden=32)
+SR = 44100
+L = 16384
+
+
+def _pairs(seed: int, gain_db: float = 8.0):
+    """Endless noise/tone pairs: the target is the input EQ'd (low shelf) and louder."""
+    rng = np.random.default_rng(seed)
+    space = ParamSpace(SR)
+    t = np.arange(2 * L) / SR
+    while True:
+        f = rng.uniform(100, 3000)
+        x = 0.05 * rng.standard_normal(2 * L) + 0.2 * np.sin(2 * np.pi * f * t)
+        x = (x / np.abs(x).max() * 10 ** (-12 / 20)).astype(np.float32)[None]
+        params = dsp.params_to_tensors(space.validate({"ls_gain_db": 6.0, "out_gain_db": gain_db}))
+        y = dsp.process(torch.from_numpy(x)[None], SR, params)[0].numpy().astype(np.float32)
+        yield dict(input=x[:, :L], target=y[:, :L], reference=y[:, L:])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    records = []
+    gen = _pairs(1)
+    valid = [next(_pairs(2)) for _ in range(4)]
+    cfg = train(None, out, steps=30, batch_size=4, length=L, lr=1e-2, seed=0, log_every=1,
+                ckpt_every=15, arch=TINY, train_pairs=gen, valid_pairs=valid, warmup=1,
+                fft_sizes=(256, 1024), progress=records.append, threads=None)
+    return out, cfg, records
+
+
+def test_tiny_training_loss_decreases(trained):
+    out, cfg, records = trained
+    losses = [r["loss"] for r in records if r["event"] == "train"]
+    assert len(losses) == 30
+    first, last = np.mean(losses[:3]), np.mean(losses[-3:])
+    assert last < 0.8 * first, (first, last)
+    val = cfg["validation"]
+    assert val["best_loss"] < 0.8 * val["history"][0]["valid_loss"]
+    for name in ("model.pt", "config.json", "model.sha256", "checkpoint.pt", "log.jsonl"):
+        assert (out / name).is_file()
+    assert cfg["training"]["steps"] == 30
+
+
+def test_resume_continues_from_checkpoint(trained, tmp_path):
+    out, _, _ = trained
+    records = []
+    cfg = train(None, out, steps=32, batch_size=4, length=L, lr=1e-2, arch=TINY, train_pairs=_pairs(3), log_every=1,
+                valid_pairs=[next(_pairs(2))], fft_sizes=(256, 1024), progress=records.append, threads=None)
+    steps = [r["step"] for r in records if r["event"] == "train"]
+    assert steps and min(steps) == 31 and cfg["training"]["steps"] == 32
+
+
+def test_save_load_round_trip(trained, tmp_path):
+    out, _, _ = trained
+    model, config = load_model(out)
+    assert count_parameters(model) < 5_000_000
+    x, r = torch.randn(2, 20000) * 0.1, torch.randn(2, 30000) * 0.1
+    u1 = model(x, r)
+    save_model(model, config, tmp_path / "copy")
+    model2, config2 = load_model(tmp_path / "copy" / "model.pt")
+    assert torch.equal(u1, model2(x, r))
+    assert config2["architecture"] == config["architecture"]
+
+
+def test_tampered_weights_rejected(trained, tmp_path):
+    out, _, _ = trained
+    model, config = load_model(out)
+    d = save_model(model, config, tmp_path / "m")
+    data = bytearray((d / "model.pt").read_bytes())
+    data[-100] ^= 0xFF
+    (d / "model.pt").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(d)
+
+
+def test_wrong_fingerprint_rejected(trained, tmp_path):
+    out, _, _ = trained
+    model, config = load_model(out)
+    d = save_model(model, config, tmp_path / "m")
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["param_fingerprint"] = "0123456789abcdef"
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match="parameter space"):
+        load_model(d)
+
+
+def test_missing_model_rejected(tmp_path):
+    with pytest.raises(ModelError, match="missing"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("channels,n", [(1, 150_001), (2, 23_456), (2, 480_000)])
+def test_estimate_model_ranges(trained, channels, n):
+    out, _, _ = trained
+    model, config = load_model(out)
+    rng = np.random.default_rng(n)
+    x = (0.1 * rng.standard_normal((channels, n))).astype(np.float32)
+    ref = (0.3 * rng.standard_normal((2, 97_000))).astype(np.float32)
+    params = estimate_model(x, 48000, ref, 48000, model, config)
+    space = ParamSpace(48000)
+    assert list(params) == list(space.names)
+    for name, value in params.items():
+        assert np.isfinite(value)
+        assert space[name].min - 1e-9 <= value <= space[name].max + 1e-9, name
+
+
+def test_default_network_size():
+    model = MatchNet()
+    n = count_parameters(model)
+    assert n < 1_000_000
+    # the initial output is (close to) neutral: processing leaves the signal almost unchanged
+    x = torch.randn(1, 1, 44100) * 0.05
+    u = model(x[:, 0], x[:, 0])
+    y = dsp.process(x, SR, dsp.denormalise(ParamSpace(SR), u.double()))
+    assert torch.allclose(y, x, atol=1e-3)
