@@ -1,0 +1,111 @@
+"""The ``model`` method: a trained network predicts the chain's parameters in one pass.
+
+The network works on mono 44.1 kHz audio peak-normalised to -12 dBFS (as in training).
+Up to ``MAX_WINDOWS`` analysis windows of the training length are taken across the whole
+file (the loudest window of each of ``MAX_WINDOWS`` equal sections, silent ones dropped);
+the encoder's time pooling runs jointly over all windows' frames. The level normalisation
+is then undone on the parameters: the compressor threshold moves with the input's level
+and the output gain absorbs both files' normalisation gains.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+
+from ..params import ParamSpace
+from ..model.network import MatchNet
+
+MODEL_RATE = 44100
+MAX_WINDOWS = 8
+PEAK_DB = -12.0
+SILENCE_DB = 40.0  # windows this far below the loudest are dropped
+
+
+def _mono(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x if x.ndim == 1 else x.mean(axis=0)
+
+
+def choose_windows(mono: np.ndarray, win: int, max_windows: int = MAX_WINDOWS) -> list[int]:
+    """Start indices of up to ``max_windows`` loud windows spread over the whole signal."""
+    n = mono.shape[-1]
+    if n <= win:
+        return [0]
+    hop = max(1, win // 4)
+    # window energies from per-hop block energies (cheap on long files)
+    n_blocks = n // hop
+    blocks = np.einsum("ij,ij->i", *(mono[: n_blocks * hop].reshape(n_blocks, hop),) * 2).astype(np.float64)
+    csum = np.concatenate([[0.0], np.cumsum(blocks)])
+    per = win // hop
+    starts = np.arange(0, n_blocks - per + 1) * hop
+    energy = (csum[per:] - csum[:-per])[: len(starts)] / (per * hop)
+    if n <= win * max_windows or len(starts) == 0:  # short file: non-overlapping tiling covers it
+        cand = np.array(sorted(set(list(range(0, n - win + 1, win)) + [n - win])))
+        e = np.array([float(np.mean(np.square(mono[s:s + win], dtype=np.float64))) for s in cand])
+    else:
+        sections = np.array_split(np.arange(len(starts)), max_windows)
+        best = [sec[np.argmax(energy[sec])] for sec in sections if len(sec)]
+        cand, e = starts[best], energy[best]
+    keep = 10 * np.log10(e + 1e-20) > 10 * np.log10(e.max() + 1e-20) - SILENCE_DB
+    return [int(s) for s in cand[keep]][:max_windows]
+
+
+def _windows_at_model_rate(x: np.ndarray, rate: float, win: int) -> tuple[np.ndarray, float]:
+    """Mono windows ``(n, win)`` at 44.1 kHz (resampling only the chosen windows) and the
+    full-file mono peak."""
+    mono = _mono(x)
+    peak = float(np.max(np.abs(mono))) if mono.size else 0.0
+    rate = float(rate)
+    if rate == MODEL_RATE:
+        src_win = win
+    else:
+        src_win = int(math.ceil(win * rate / MODEL_RATE)) + 64
+    out = []
+    for s in choose_windows(mono, src_win):
+        seg = mono[s:s + src_win]
+        if rate != MODEL_RATE:
+            g = math.gcd(int(round(rate)), MODEL_RATE)
+            seg = resample_poly(seg, MODEL_RATE // g, int(round(rate)) // g).astype(np.float32)
+        seg = seg[:win]
+        if seg.shape[-1] < win:
+            seg = np.pad(seg, (0, win - seg.shape[-1]))
+        out.append(seg)
+    return np.stack(out), peak
+
+
+@torch.no_grad()
+def _embed(model: MatchNet, windows: np.ndarray, gain: float) -> torch.Tensor:
+    enc = model.encoder
+    mel = enc.mel(torch.from_numpy(windows * np.float32(gain)))  # (W, n_mels, T)
+    # pool jointly over all windows: concatenate frames along time after the conv stack
+    h = enc.conv(mel)
+    h = h.permute(1, 0, 2).reshape(h.shape[1], -1)[None]
+    m = mel.permute(1, 0, 2).reshape(mel.shape[1], -1)[None]
+    frame_level = 10 * torch.log10(torch.mean(10 ** (2 * m), dim=1) + 1e-10) / 20
+    stats = torch.cat([h.mean(-1), h.std(-1, unbiased=False), m.mean(-1), m.std(-1, unbiased=False),
+                       torch.quantile(frame_level, enc.q.to(m), dim=-1).T], dim=-1)
+    return enc.embed_stats(stats)
+
+
+def estimate_model(x: np.ndarray, sample_rate: float, ref: np.ndarray, ref_rate: float,
+                   model: MatchNet, config: dict) -> dict[str, float]:
+    """Physical parameters (at ``sample_rate``) that make ``x`` (C, N) sound like ``ref``."""
+    win = int(config.get("train_length") or config.get("training", {}).get("length") or 65536)
+    xw, x_peak = _windows_at_model_rate(x, sample_rate, win)
+    rw, r_peak = _windows_at_model_rate(ref, ref_rate, win)
+    target = 10 ** (PEAK_DB / 20)
+    gx = target / x_peak if x_peak > 0 else 1.0
+    gr = target / r_peak if r_peak > 0 else 1.0
+    model.eval()
+    with torch.no_grad():
+        u = model.control(_embed(model, xw, gx), _embed(model, rw, gr))[0].double().clamp(0, 1)
+    space44 = ParamSpace(MODEL_RATE)
+    params = space44.denormalise(u.tolist())
+    a_db, b_db = 20 * math.log10(gx), 20 * math.log10(gr)
+    params["comp_threshold_db"] -= a_db
+    params["out_gain_db"] += a_db - b_db
+    return ParamSpace(sample_rate).validate(params, clip=True)

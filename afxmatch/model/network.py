@@ -1,0 +1,97 @@
+"""The matching network: a shared log-mel encoder and a controller MLP.
+
+``encoder(mono) -> embedding``: log-mel -> 1-D conv stack over time (mels as channels) ->
+mean + std pooling over time (any length works), concatenated with the per-band mean/std
+of the log-mel itself and a few frame-level quantiles (direct spectral / dynamics cues),
+then a linear projection.
+
+``controller([e_in, e_ref, e_ref - e_in]) -> u`` in (0, 1)^25 via a sigmoid; the final
+layer starts at zero weight with a bias that gives (almost) the neutral defaults.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..params import ParamSpace
+from .features import LogMel
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+INIT_MARGIN = 0.03
+
+DEFAULT_CONFIG = dict(sample_rate=44100, n_fft=2048, hop=512, n_mels=64, channels=128,
+                      n_conv=4, embed=128, hidden=256, n_params=25)
+
+
+class Encoder(nn.Module):
+    def __init__(self, sample_rate=44100, n_fft=2048, hop=512, n_mels=64, channels=128,
+                 n_conv=4, embed=128, **_):
+        super().__init__()
+        self.mel = LogMel(sample_rate, n_fft, hop, n_mels)
+        layers, c_in = [], n_mels
+        for i in range(n_conv):
+            layers += [nn.Conv1d(c_in, channels, 3, padding=2 ** i, dilation=2 ** i),
+                       nn.GroupNorm(8, channels), nn.GELU()]
+            c_in = channels
+        self.conv = nn.Sequential(*layers)
+        n_stats = 2 * channels + 2 * n_mels + len(QUANTILES)
+        self.proj = nn.Sequential(nn.Linear(n_stats, embed), nn.GELU())
+        self.register_buffer("q", torch.tensor(QUANTILES), persistent=False)
+
+    def stats(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(batch, n_mels, frames)`` log-mel -> pooled statistics ``(batch, n_stats)``."""
+        h = self.conv(mel)
+        frame_level = 10 * torch.log10(torch.mean(10 ** (2 * mel), dim=1) + 1e-10) / 20  # (B, T)
+        return torch.cat([h.mean(-1), h.std(-1, unbiased=False), mel.mean(-1),
+                          mel.std(-1, unbiased=False),
+                          torch.quantile(frame_level, self.q.to(mel), dim=-1).T], dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mono audio ``(batch, samples)`` -> embedding ``(batch, embed)``."""
+        return self.proj(self.stats(self.mel(x)))
+
+    def embed_stats(self, stats: torch.Tensor) -> torch.Tensor:
+        return self.proj(stats)
+
+
+class MatchNet(nn.Module):
+    def __init__(self, **config):
+        super().__init__()
+        cfg = dict(DEFAULT_CONFIG)
+        cfg.update(config)
+        self.config = cfg
+        self.encoder = Encoder(**cfg)
+        e, h = cfg["embed"], cfg["hidden"]
+        self.controller = nn.Sequential(nn.Linear(3 * e, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
+                                        nn.Linear(h, cfg["n_params"]))
+        last = self.controller[-1]
+        nn.init.zeros_(last.weight)
+        with torch.no_grad():
+            u0 = ParamSpace(cfg["sample_rate"]).normalise(ParamSpace(cfg["sample_rate"]).defaults())
+            u0 = u0.clip(INIT_MARGIN, 1 - INIT_MARGIN)
+            # the margin leaves a little make-up gain: cancel it with the output gain
+            space = ParamSpace(cfg["sample_rate"])
+            names = list(space.names)
+            makeup = space["comp_makeup_db"].denormalise(float(u0[names.index("comp_makeup_db")]))
+            g = space["out_gain_db"]
+            u0[names.index("out_gain_db")] = g.normalise(g.default - makeup)
+            last.bias.copy_(torch.as_tensor(u0).logit().float())
+
+    def control(self, e_in: torch.Tensor, e_ref: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.controller(torch.cat([e_in, e_ref, e_ref - e_in], dim=-1)))
+
+    def forward(self, x_in: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
+        """Mono ``(batch, samples)`` input and reference -> normalised params ``(batch, 25)``."""
+        return self.control(self.encoder(x_in), self.encoder(x_ref))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def to_mono(x: torch.Tensor) -> torch.Tensor:
+    """``(batch, channels, samples)`` -> ``(batch, samples)``."""
+    return x.mean(dim=1) if x.dim() == 3 else x
