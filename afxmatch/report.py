@@ -25,7 +25,7 @@ def _file_facts(a, features) -> dict:
 def parameters_block(params: dict[str, float], sample_rate: float) -> dict:
     """``{name: {value, unit, min, max}}`` in chain order."""
     space = ParamSpace(sample_rate)
-    return {s.name: {"value": round(float(params[s.name]), 6), "unit": s.unit,
+    return {s.name: {"value": float(params[s.name]), "unit": s.unit,
                      "min": round(s.min, 6), "max": round(s.max, 6)} for s in space.specs}
 
 

@@ -29,6 +29,9 @@ def test_save_roundtrip_is_atomic_and_exact_for_float(tmp_path):
     back, sr = sf.read(str(path), dtype="float32", always_2d=True)
     np.testing.assert_array_equal(back.T, x)
     assert os.listdir(tmp_path) == ["y.wav"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
 
 
 def test_save_refuses_nan_and_over_full_scale(tmp_path):

@@ -76,15 +76,22 @@ def power_response(b: torch.Tensor, a: torch.Tensor, omega: torch.Tensor) -> tor
 
 
 def decay_samples(a: torch.Tensor, floor_db: float = -140.0) -> int:
-    """Samples until the slowest pole of the ``(batch, 3)`` denominators decays to ``floor_db``."""
+    """Samples until the impulse response of ``(..., 3)`` denominators decays to ``floor_db``.
+
+    For a complex pole pair ``r e^{+-j theta}`` the response is ``~ r^n sin((n+1) theta) /
+    sin(theta)``: low-frequency poles (small theta) start ~1/sin(theta) louder, so the
+    decay must go that much further. Real poles decay as ``r^n``.
+    """
     with torch.no_grad():
-        a1, a2 = a[..., 1].double(), a[..., 2].double()
+        a1, a2 = a[..., 1].double().reshape(-1), a[..., 2].double().reshape(-1)
         disc = a1 * a1 - 4 * a2
-        complex_r = torch.sqrt(torch.clamp(a2, min=0.0))
+        complex_pair = disc < 0
+        r_complex = torch.sqrt(torch.clamp(a2, min=0.0))
+        sin_theta = torch.sqrt(torch.clamp(-disc, min=0.0)) / (2 * torch.clamp(r_complex, min=1e-300))
         sq = torch.sqrt(torch.clamp(disc, min=0.0))
-        real_r = torch.maximum((-a1 + sq).abs(), (-a1 - sq).abs()) / 2
-        r = torch.where(disc < 0, complex_r, real_r).max().item()
-    if r <= 0.0:
-        return 1
-    r = min(r, 1.0 - 1e-12)
-    return int(math.ceil((floor_db / 20.0) * math.log(10.0) / math.log(r)))
+        r_real = torch.maximum((-a1 + sq).abs(), (-a1 - sq).abs()) / 2
+        r = torch.where(complex_pair, r_complex, r_real).clamp(1e-300, 1.0 - 1e-12)
+        boost = torch.where(complex_pair, 1.0 / torch.clamp(sin_theta, min=1e-6), torch.ones_like(r))
+        level = 10.0 ** (floor_db / 20.0) / boost  # target amplitude relative to the start
+        n = torch.log(level) / torch.log(r)
+    return max(1, int(math.ceil(float(n.max()))))
