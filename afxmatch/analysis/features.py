@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pyloudnorm
 
 from ..params import top_hz
-from . import spectrum
+from . import loudness, spectrum
 
 FRAME_S = 0.05          # short-term level frames for the level distribution
 GATE_DB = -70.0         # frames quieter than this (dBFS RMS) are ignored
@@ -19,13 +18,8 @@ PERCENTILES = (10, 50, 90, 99)
 
 
 def integrated_loudness(samples: np.ndarray, sample_rate: float) -> float:
-    """BS.1770-4 integrated loudness (LUFS) via pyloudnorm; ``-inf`` for silence."""
-    meter = pyloudnorm.Meter(int(sample_rate))
-    data = samples.T.astype(np.float64)
-    if data.shape[1] > 5:  # pyloudnorm weights at most 5 channels
-        data = data[:, :5]
-    with np.errstate(divide="ignore"):
-        return float(meter.integrated_loudness(data))
+    """BS.1770-4 integrated loudness (LUFS); ``-inf`` for silence (see ``loudness.py``)."""
+    return loudness.integrated_loudness(samples, sample_rate)
 
 
 def sample_peak_db(samples: np.ndarray) -> float:
@@ -42,9 +36,9 @@ def frame_levels(samples: np.ndarray, sample_rate: float, frame_s: float = FRAME
     n = samples.shape[-1] // hop
     if n == 0:
         return np.zeros(0), np.zeros(0)
-    frames = samples[:, : n * hop].reshape(samples.shape[0], n, hop).astype(np.float64)
-    ms = np.mean(frames ** 2, axis=(0, 2))
-    pk = np.max(np.abs(frames), axis=(0, 2))
+    frames = np.asarray(samples[:, : n * hop], dtype=np.float32).reshape(samples.shape[0], n, hop)
+    ms = np.einsum("cnh,cnh->n", frames, frames, dtype=np.float64) / (samples.shape[0] * hop)
+    pk = np.abs(frames).max(axis=(0, 2))
     rms_db = 10 * np.log10(ms + 1e-20)
     peak_db = 20 * np.log10(pk + 1e-10)
     keep = rms_db > GATE_DB

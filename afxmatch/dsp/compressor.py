@@ -122,11 +122,11 @@ def time_constant_coeff(time_ms: torch.Tensor, sample_rate: float, hop: int) -> 
 
 def gain_curve_db(x: torch.Tensor, sample_rate: float, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """Smoothed gain (reduction + make-up) in dB at audio rate, ``(batch, samples)``."""
-    batch, _, n_samples = x.shape
+    batch, channels, n_samples = x.shape
     hop = control_hop(sample_rate)
     frames = math.ceil(n_samples / hop)
     padded = F.pad(x, (0, frames * hop - n_samples))
-    peak = padded.abs().amax(dim=1).reshape(batch, frames, hop).amax(dim=-1)
+    peak = padded.reshape(batch, channels, frames, hop).abs().amax(dim=(1, 3))
     level_db = 20.0 * torch.log10(torch.clamp(peak.double(), min=10 ** (FLOOR_DB / 20)))
     col = {k: params[k].double().reshape(-1, 1) for k in
            ("comp_threshold_db", "comp_ratio", "comp_knee_db", "comp_makeup_db")}
@@ -134,9 +134,19 @@ def gain_curve_db(x: torch.Tensor, sample_rate: float, params: Mapping[str, torc
     g = smooth_gain(gc, time_constant_coeff(params["comp_attack_ms"].reshape(-1), sample_rate, hop),
                     time_constant_coeff(params["comp_release_ms"].reshape(-1), sample_rate, hop))
     g = g + col["comp_makeup_db"]
-    # frame values sit at frame centres; linear interpolation back to audio rate
-    up = F.interpolate(g[:, None, :].float(), size=frames * hop, mode="linear", align_corners=False)
-    return up[:, 0, :n_samples]
+    return frames_to_samples(g.float(), hop)[:, :n_samples]
+
+
+def frames_to_samples(g: torch.Tensor, hop: int) -> torch.Tensor:
+    """Linear interpolation of per-frame values ``(batch, frames)`` (frame centres) to
+    ``(batch, frames * hop)`` samples, edges held (as ``F.interpolate(mode="linear",
+    align_corners=False)``, which is 10x slower on long signals)."""
+    w = ((torch.arange(hop, dtype=g.dtype, device=g.device) + 0.5) / hop - 0.5)  # (hop,) in (-0.5, 0.5)
+    prev = torch.cat([g[:, :1], g[:, :-1]], dim=1)[..., None]
+    nxt = torch.cat([g[:, 1:], g[:, -1:]], dim=1)[..., None]
+    cur = g[..., None]
+    out = cur + torch.where(w < 0, w * (cur - prev), w * (nxt - cur))
+    return out.reshape(g.shape[0], -1)
 
 
 def apply(x: torch.Tensor, sample_rate: float, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
