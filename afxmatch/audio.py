@@ -75,6 +75,26 @@ def load(path: str | os.PathLike, role: str = "input") -> Audio:
     return audio
 
 
+def check_writable(path: str | os.PathLike, what: str, force: bool, protected=()) -> Path:
+    """Check that ``path`` may be written as ``what`` ("output", "report", "preset", ...):
+    it is none of the ``protected`` files (inputs; same file by path or by link), it does
+    not exist unless ``force``, it is not a folder, and its folder exists."""
+    p = Path(path)
+    for other in protected:
+        other_p = Path(other)
+        if other_p.exists() and (p.resolve() == other_p.resolve() or
+                                 (p.exists() and os.path.samefile(p, other_p))):
+            raise OutputError(f"{what} {p} would overwrite input {other_p} (same file); "
+                              "choose another path: inputs are never overwritten")
+    if p.exists() and p.is_dir():
+        raise OutputError(f"{what} {p} is a folder; give a file name")
+    if p.exists() and not force:
+        raise OutputError(f"{what} {p} already exists; pass --force to overwrite it")
+    if not p.parent.exists():
+        raise OutputError(f"{what} folder {p.parent} does not exist")
+    return p
+
+
 def check_output(path: str | os.PathLike, inputs: list[str | os.PathLike], force: bool,
                  subtype: str | None) -> tuple[Path, str, str]:
     """Validate an output path before any work is done; return (path, format, subtype)."""
@@ -83,18 +103,7 @@ def check_output(path: str | os.PathLike, inputs: list[str | os.PathLike], force
     if fmt is None:
         raise OutputError(f"output {out}: unsupported extension {out.suffix or '(none)'!r}; "
                           f"use one of {', '.join(WRITE_FORMATS)}")
-    for other in inputs:
-        other_p = Path(other)
-        if other_p.exists() and (out.resolve() == other_p.resolve() or
-                                 (out.exists() and os.path.samefile(out, other_p))):
-            raise OutputError(f"output {out} is the same file as input {other_p}; "
-                              "choose another output path (inputs are never overwritten)")
-    if out.exists() and not force:
-        raise OutputError(f"output {out} already exists; pass --force to overwrite it")
-    if out.exists() and out.is_dir():
-        raise OutputError(f"output {out} is a folder; give a file name")
-    if not out.parent.exists():
-        raise OutputError(f"output folder {out.parent} does not exist")
+    check_writable(out, "output", force, inputs)
     subtype = (subtype or DEFAULT_SUBTYPE).upper()
     if subtype not in SUBTYPES:
         raise OutputError(f"--subtype {subtype} is not supported; use one of {', '.join(sorted(SUBTYPES))}")

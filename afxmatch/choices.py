@@ -1,5 +1,6 @@
 """Names of the estimation methods and render backends (a light module: no torch import,
 so the CLI can validate options before loading the heavy parts)."""
 
-METHODS = ("analysis",)
+METHODS = ("model", "analysis")
+DEFAULT_METHOD = "analysis"  # becomes "model" once models/default ships
 BACKENDS = ("torch", "pedalboard")

@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import __version__
+from .choices import DEFAULT_METHOD
 from .errors import AfxmatchError
 
 
@@ -56,13 +57,21 @@ def match_cmd(
     input: Path = typer.Argument(..., help="Recording to process (WAV/FLAC/OGG/MP3, any rate, mono/stereo)."),
     ref: Path = typer.Option(..., "--ref", "-r", help="Reference recording whose style to match."),
     output: Path = typer.Option(..., "--output", "-o", help="Output audio file (.wav or .flac)."),
-    method: str = typer.Option("analysis", help="Estimation method: analysis (rule-based)."),
+    method: str = typer.Option(DEFAULT_METHOD, help="Estimation method: model (trained network, "
+                               "default) or analysis (rule-based, no model)."),
+    model: Optional[Path] = typer.Option(None, help="Model folder for --method model "
+                                         "(default: the shipped model, or $AFXMATCH_MODEL)."),
     backend: str = typer.Option("torch", help="Renderer: torch (built-in) or pedalboard."),
     subtype: Optional[str] = typer.Option(None, help="Output sample format: PCM_16, PCM_24 "
                                           "(default), PCM_32 or FLOAT (WAV only)."),
     report: Optional[Path] = typer.Option(None, help="Report path (default: OUTPUT with .json)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing output and report."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    preset: Optional[str] = typer.Option(None, help="Also write a preset beside OUTPUT: apo "
+                                         "(OUT.apo.txt), easyeffects (OUT.easyeffects.json) or "
+                                         "vstpreset (OUT.ZamEQ2-1/-2.vstpreset)."),
+    plot: Optional[Path] = typer.Option(None, help="Also write a PNG figure (EQ, compressor, "
+                                        "spectra); needs afxmatch[plot]."),
 ) -> None:
     """Match INPUT to the style of --ref and write the result and a JSON report."""
     from rich.console import Console
@@ -71,7 +80,9 @@ def match_cmd(
 
     console = Console(stderr=True, quiet=quiet)
     options = MatchOptions(method=method, backend=backend, subtype=subtype, force=force,
-                           report_path=str(report) if report else None)
+                           report_path=str(report) if report else None,
+                           model_path=str(model) if model else None,
+                           preset=preset, plot_path=str(plot) if plot else None)
     try:
         with console.status("starting") as status:
             result = match_file(input, ref, output, options, progress=lambda s: status.update(s))
@@ -82,6 +93,38 @@ def match_cmd(
         raise typer.Exit(130)
     if not quiet:
         _print_summary(console, result)
+
+
+@app.command("train")
+def train_cmd(
+    data: Path = typer.Option(..., help="Corpus folder made by scripts/make_corpus.py (has manifest.json)."),
+    out: Path = typer.Option(..., help="Output model folder, e.g. models/default."),
+    steps: int = typer.Option(1500, help="Optimiser steps (cosine learning-rate schedule)."),
+    batch_size: int = typer.Option(16, help="Pairs per step."),
+    length: int = typer.Option(131072, help="Samples per training excerpt at 44.1 kHz."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate."),
+    time_budget: Optional[float] = typer.Option(4200.0, help="Stop cleanly after this many "
+                                                "seconds of training (over resumed runs)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    seed: int = typer.Option(0),
+    resume: bool = typer.Option(True, help="Continue from OUT/checkpoint.pt when present."),
+) -> None:
+    """Train the matching network on synthetic style pairs (DeepAFx-ST protocol)."""
+    import json as _json
+
+    from .model.train import train
+
+    if not (data / "manifest.json").is_file():
+        fail(AfxmatchError(f"corpus {data} has no manifest.json; build one with "
+                           "python scripts/make_corpus.py --out DIR --install"))
+    try:
+        cfg = train(data, out, steps=steps, batch_size=batch_size, length=length, lr=lr,
+                    device=device, seed=seed, resume=resume, time_budget_s=time_budget,
+                    log_every=10, ckpt_every=50, valid_every=200, n_valid=32,
+                    progress=lambda rec: typer.echo(_json.dumps(rec), err=True))
+    except AfxmatchError as err:
+        fail(err)
+    typer.echo(_json.dumps(cfg.get("validation", {})))
 
 
 def _print_summary(console, report: dict) -> None:
@@ -103,6 +146,8 @@ def _print_summary(console, report: dict) -> None:
                       f"{report['safety']['peak_ceiling_dbfs']} dBFS")
     console.print(f"wrote {report['output']['path']} and {report['report_path']} "
                   f"in {report['timings_s']['total']:.2f} s")
+    for extra in report.get("extra_files", []):
+        console.print(f"wrote {extra}")
 
 
 def run() -> None:
@@ -113,6 +158,8 @@ def run() -> None:
         sys.stderr.write("afxmatch: interrupted\n")
         sys.exit(130)
 
+
+from . import cli_extra  # noqa: E402,F401  (registers export/apply)
 
 if __name__ == "__main__":
     run()

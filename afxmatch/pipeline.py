@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from . import audio
-from .choices import BACKENDS, METHODS
+from .choices import BACKENDS, DEFAULT_METHOD, METHODS
 from .errors import AudioFileError, InvalidParameterError, OutputError
 from .params import ParamSpace
 
@@ -29,11 +29,14 @@ Progress = Callable[[str], None]
 
 @dataclass
 class MatchOptions:
-    method: str = "analysis"
+    method: str = DEFAULT_METHOD
     backend: str = "torch"
     subtype: str | None = None
     force: bool = False
     report_path: str | None = None
+    model_path: str | None = None   # a model folder; None = the shipped default model
+    preset: str | None = None       # also write a preset beside the output (afxmatch.presets.FORMATS)
+    plot_path: str | None = None    # also write a PNG figure (needs afxmatch[plot])
 
     def check(self) -> None:
         if self.method not in METHODS:
@@ -51,6 +54,17 @@ class MatchResult:
     safety: dict
     features: dict = field(default_factory=dict)   # input / reference / output Features
     timings: dict = field(default_factory=dict)
+    model: dict | None = None                       # which model estimated (method "model")
+
+
+def load_default_model(model_path: str | None = None):
+    """``(network, config, info)`` for ``model_path`` or the shipped default model.
+
+    Loaded once per process and cached (batch work reuses it).
+    """
+    from .model.io import load_cached
+
+    return load_cached(model_path)
 
 
 def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: float,
@@ -75,9 +89,14 @@ def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: 
 
 
 def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,
-                 method: str = "analysis", backend: str = "torch",
-                 progress: Progress | None = None) -> MatchResult:
-    """Estimate and render: ``x`` ``(channels, samples)`` towards the style of ``ref``."""
+                 method: str = DEFAULT_METHOD, backend: str = "torch",
+                 progress: Progress | None = None, model_path: str | None = None) -> MatchResult:
+    """Estimate and render: ``x`` ``(channels, samples)`` towards the style of ``ref``.
+
+    ``method`` is ``"model"`` (the trained network, one forward pass) or ``"analysis"``
+    (rule-based). Either way the output gain is then set from a render so the output's
+    integrated loudness equals the reference's (within the peak-safety ceiling).
+    """
     from . import analysis
     from .estimate import estimate_analysis
     from .render import render
@@ -91,11 +110,18 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
 
     t = time.perf_counter()
     say("estimating parameters")
-    def eq_levels(p):
-        y = render(x, sample_rate, p, "torch", ("eq",))
-        return (*analysis.features.frame_levels(y, sample_rate), analysis.features.sample_peak_db(y))
+    model_info = None
+    if method == "model":
+        from .estimate.model import estimate_model
 
-    params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels)
+        net, config, model_info = load_default_model(model_path)
+        params = estimate_model(x, sample_rate, ref, ref_rate, net, config)
+    else:
+        def eq_levels(p):
+            y = render(x, sample_rate, p, "torch", ("eq",))
+            return (*analysis.features.frame_levels(y, sample_rate), analysis.features.sample_peak_db(y))
+
+        params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels)
     params = ParamSpace(sample_rate).validate(params, clip=True)
     timings["estimate"] = time.perf_counter() - t
 
@@ -113,7 +139,8 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     out = rendered * np.float32(10 ** (gain / 20))
     f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
     timings["measure_output"] = time.perf_counter() - t
-    return MatchResult(out, params, safety, {"input": f_in, "reference": f_ref, "output": f_out}, timings)
+    return MatchResult(out, params, safety, {"input": f_in, "reference": f_ref, "output": f_out},
+                       timings, model_info)
 
 
 def default_report_path(output: Path) -> Path:
@@ -134,6 +161,9 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
                                                 options.force, options.subtype)
     report_path = Path(options.report_path) if options.report_path else default_report_path(out_path)
     _check_report_path(report_path, out_path, [input_path, reference_path], options.force)
+    if options.preset or options.plot_path:
+        from .presets import check_match_extras
+        check_match_extras(options, out_path, report_path, [input_path, reference_path])
 
     say("loading")
     t = time.perf_counter()
@@ -144,7 +174,7 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
     from .report import build_report, dump_report
 
     result = match_arrays(inp.samples, inp.sample_rate, ref.samples, ref.sample_rate,
-                          options.method, options.backend, progress)
+                          options.method, options.backend, progress, options.model_path)
     say("writing")
     t = time.perf_counter()
     audio.save(out_path, result.output, inp.sample_rate, fmt, subtype)
@@ -158,19 +188,16 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
         out_path.unlink(missing_ok=True)
         raise OutputError(f"cannot write report {report_path}: {err.strerror}") from None
     report["report_path"] = str(report_path)
+    if options.preset or options.plot_path:   # after the audio and report, which stay if this fails
+        from .presets import write_match_extras
+        report["extra_files"] = write_match_extras(options, out_path, report, result)
     return report
 
 
 def _check_report_path(report: Path, out: Path, inputs, force: bool) -> None:
     if report.resolve() == out.resolve():
         raise OutputError(f"report path {report} equals the audio output path")
-    for other in inputs:
-        if Path(other).exists() and report.resolve() == Path(other).resolve():
-            raise OutputError(f"report path {report} is the input file {other}; choose another --report")
-    if report.exists() and not force:
-        raise OutputError(f"report {report} already exists; pass --force to overwrite it")
-    if not report.parent.exists():
-        raise OutputError(f"report folder {report.parent} does not exist")
+    audio.check_writable(report, "report", force, inputs)
 
 
 __all__ = ["MatchOptions", "MatchResult", "match_arrays", "match_file", "AudioFileError"]

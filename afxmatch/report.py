@@ -37,6 +37,7 @@ def build_report(inp, ref, out_path: Path, subtype: str, result, method: str, ba
         "afxmatch_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "method": method,
+        "model": result.model,
         "backend": backend,
         "input": _file_facts(inp, f["input"]),
         "reference": _file_facts(ref, f["reference"]),

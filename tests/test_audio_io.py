@@ -53,11 +53,11 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 
 def test_check_output_rules(tmp_path):
     inp = write_tone(tmp_path / "in.wav")
-    with pytest.raises(OutputError, match="same file"):
+    with pytest.raises(OutputError, match="would overwrite input"):
         audio.check_output(inp, [inp], True, None)
     link = tmp_path / "link.wav"
     link.symlink_to(inp)
-    with pytest.raises(OutputError, match="same file"):
+    with pytest.raises(OutputError, match="would overwrite input"):
         audio.check_output(link, [inp], True, None)
     with pytest.raises(OutputError, match="already exists"):
         audio.check_output(inp, [], False, None)

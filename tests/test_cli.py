@@ -116,7 +116,7 @@ def test_output_equal_to_input_is_refused_and_input_untouched(tmp_path):
     inp = write_tone(tmp_path / "in.wav")
     before = inp.read_bytes()
     proc = run_cli(inp, "--ref", EXAMPLE_REFERENCE, "-o", inp, "--force")
-    assert_one_line_error(proc, "same file as input")
+    assert_one_line_error(proc, "would overwrite input", "same file")
     assert inp.read_bytes() == before
 
 

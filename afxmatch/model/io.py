@@ -106,3 +106,30 @@ def model_search_path() -> list[Path]:
         out.append(Path(env).expanduser())
     out += [pkg / "_models" / "default", pkg.parent / "models" / "default"]
     return out
+
+
+_CACHE: dict = {}
+
+
+def load_cached(model_dir=None) -> tuple[MatchNet, dict, dict]:
+    """``(network, config, info)``, loaded once per process per folder.
+
+    ``model_dir`` None means the default model (see :func:`default_model_dir`). ``info``
+    is what the report records: name, folder, sha256 of the weights, training facts.
+    """
+    folder = Path(model_dir) if model_dir else default_model_dir()
+    if folder is None:
+        raise ModelError("no trained model found (looked in: " +
+                         ", ".join(str(p) for p in model_search_path()) +
+                         "); pass --model DIR, set AFXMATCH_MODEL, or use --method analysis")
+    key = str(Path(folder).resolve())
+    if key not in _CACHE:
+        net, config = load_model(folder)
+        training = config.get("training", {})
+        home = Path(key) if Path(key).is_dir() else Path(key).parent
+        info = {"name": config.get("name", home.name), "path": str(home),
+                "sha256": (home / CHECKSUM).read_text().split()[0],
+                "param_fingerprint": config.get("param_fingerprint"),
+                "steps": training.get("steps"), "wall_time_s": config.get("wall_time_s", training.get("wall_time_s"))}
+        _CACHE[key] = (net, config, info)
+    return _CACHE[key]

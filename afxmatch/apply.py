@@ -1,0 +1,208 @@
+"""Apply a saved report's parameters to new files. No printing.
+
+``load_settings(report.json)`` reads the parameters of a match (``report["parameters"]
+[name]["value"]``); :func:`apply_file` renders them onto one file and
+:func:`apply_folder` onto every audio file of a folder. Rendering is exactly the
+pipeline's: the chain with ``out_gain_db = 0`` through the chosen backend, then the output
+gain as a float32 multiply (see :func:`afxmatch.pipeline.match_arrays`), so applying a
+report to the file it was made from reproduces the match's output sample for sample.
+
+A different sample rate changes the top of the frequency ranges: frequencies above the
+new rate's top are clipped into range and a warning says so. If the new file would peak
+above the pipeline's ceiling (-0.1 dBFS), the output gain is lowered and a warning says
+by how much: outputs never clip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import audio
+from .choices import BACKENDS
+from .errors import AfxmatchError, AudioFileError, InvalidParameterError, OutputError
+from .params import ParamSpace
+
+REPORT_SCHEMA = "afxmatch.report/1"
+
+
+class SettingsError(AfxmatchError):
+    """A settings (report) file is missing, unreadable or not an afxmatch report."""
+
+
+@dataclass
+class Settings:
+    """Parameters read from a report, with the sample rate they were estimated at."""
+
+    params: dict[str, float]
+    sample_rate: float
+    backend: str
+    path: Path | None = None
+    report: dict = field(default_factory=dict)
+
+
+@dataclass
+class ApplyResult:
+    input: Path
+    output: Path
+    sample_rate: int
+    params: dict[str, float]
+    peak_dbfs: float
+    safety_gain_db: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_settings(path: str | os.PathLike) -> Settings:
+    """Read and check an afxmatch report; every failure is a :class:`SettingsError`."""
+    p = Path(path)
+    if not p.exists():
+        raise SettingsError(f"settings file not found: {p}")
+    if p.is_dir():
+        raise SettingsError(f"settings {p} is a folder; give an afxmatch report (.json)")
+    try:
+        report = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as err:
+        raise SettingsError(f"cannot read settings {p}: {err}") from None
+    except json.JSONDecodeError as err:
+        raise SettingsError(f"settings {p} is not JSON (line {err.lineno}: {err.msg}); "
+                            "give the .json report written by afxmatch") from None
+    return settings_from_report(report, p)
+
+
+def settings_from_report(report: dict, path: Path | None = None) -> Settings:
+    where = str(path) if path else "report"
+    if not isinstance(report, dict) or report.get("schema") != REPORT_SCHEMA:
+        found = report.get("schema") if isinstance(report, dict) else type(report).__name__
+        raise SettingsError(f"{where} is not an afxmatch report (schema {found!r}, expected "
+                            f"{REPORT_SCHEMA!r})")
+    try:
+        sample_rate = float(report["param_space"]["sample_rate"])
+        block = report["parameters"]
+        params = {name: float(entry["value"]) for name, entry in block.items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise SettingsError(f"{where}: parameters block is missing or malformed "
+                            "(expected parameters.<name>.value numbers)") from None
+    space = ParamSpace(sample_rate)
+    missing = [n for n in space.names if n not in params]
+    if missing:
+        raise SettingsError(f"{where}: parameters missing: {', '.join(missing)}")
+    try:
+        params = space.validate(params)
+    except InvalidParameterError as err:
+        raise SettingsError(f"{where}: {err}") from None
+    backend = report.get("backend") if report.get("backend") in BACKENDS else "torch"
+    return Settings(params, sample_rate, backend, path, report)
+
+
+def params_for_rate(settings: Settings, sample_rate: float) -> tuple[dict[str, float], list[str]]:
+    """The settings' parameters valid at ``sample_rate``: frequencies above that rate's
+    range are clipped into it (with a warning each); everything else is unchanged."""
+    space = ParamSpace(sample_rate)
+    params, warnings = dict(settings.params), []
+    for name, value in settings.params.items():
+        spec = space[name]
+        tol = 1e-6 * spec.max   # JSON round trips of a value at a bound are not out of range
+        if name.endswith("_freq_hz") and not (spec.min - tol <= value <= spec.max + tol):
+            clipped = min(max(value, spec.min), spec.max)
+            warnings.append(f"{name} {value:.1f} Hz is outside {spec.min:g}-{spec.max:g} Hz at "
+                            f"{sample_rate:g} Hz; clipped to {clipped:.1f} Hz")
+            params[name] = clipped
+    return space.validate(params, clip=True), warnings
+
+
+def render_settings(samples: np.ndarray, sample_rate: int, params: dict[str, float],
+                    backend: str) -> tuple[np.ndarray, float]:
+    """Render exactly as :func:`afxmatch.pipeline.match_arrays` does: chain with output
+    gain 0, then the output gain as the last stage (a float32 multiply). The gain is
+    lowered where needed so the sample peak stays at the pipeline's ceiling.
+
+    Returns ``(output, safety_gain_db)`` (the dB by which the gain was lowered, >= 0).
+    """
+    from .pipeline import PEAK_CEILING_DB
+    from .render import render
+
+    gain = float(params["out_gain_db"])
+    rendered = render(samples, sample_rate, {**params, "out_gain_db": 0.0}, backend)
+    out = rendered * np.float32(10 ** (gain / 20))
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    ceiling = 10 ** (PEAK_CEILING_DB / 20)
+    safety = 0.0
+    if peak > ceiling * (1 + 1e-5):   # float32 rounding of the pipeline's own gain is not an overshoot
+        safety = 20 * math.log10(peak / ceiling) + 1e-6
+        out = rendered * np.float32(10 ** ((gain - safety) / 20))
+    return out, safety
+
+
+def apply_file(settings: Settings, input_path, output_path, backend: str | None = None,
+               subtype: str | None = None, force: bool = False) -> ApplyResult:
+    """Render ``settings`` onto ``input_path`` and write ``output_path`` atomically."""
+    backend = backend or settings.backend
+    if backend not in BACKENDS:
+        raise InvalidParameterError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    out, fmt, subtype = audio.check_output(output_path, [input_path], force, subtype)
+    if settings.path is not None and Path(settings.path).resolve() == out.resolve():
+        raise OutputError(f"output {out} is the settings file; choose another output path")
+    inp = audio.load(input_path, "input")
+    params, warnings = params_for_rate(settings, inp.sample_rate)
+    y, safety = render_settings(inp.samples, inp.sample_rate, params, backend)
+    if safety > 0:
+        warnings.append(f"output gain lowered by {safety:.2f} dB so the peak stays at "
+                        f"-0.1 dBFS (this file is louder than the one the settings came from)")
+    audio.save(out, y, inp.sample_rate, fmt, subtype)
+    peak = float(np.max(np.abs(y)))
+    return ApplyResult(Path(input_path), out, inp.sample_rate, params,
+                       20 * math.log10(peak) if peak > 0 else -math.inf, safety, warnings)
+
+
+@dataclass
+class FolderResult:
+    done: list[ApplyResult] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)   # not audio (by extension)
+
+
+def folder_output_name(path: Path) -> str:
+    """Keep the name; inputs that cannot be written as-is (OGG, MP3, AIFF...) become .wav."""
+    return path.name if path.suffix.lower() in audio.WRITE_FORMATS else path.stem + ".wav"
+
+
+def apply_folder(settings: Settings, input_dir, output_dir, backend: str | None = None,
+                 subtype: str | None = None, force: bool = False,
+                 progress=None) -> FolderResult:
+    """Apply to every audio file directly in ``input_dir``; outputs keep their names in
+    ``output_dir`` (created if missing). One bad file does not stop the others."""
+    src, dst = Path(input_dir), Path(output_dir)
+    if not src.is_dir():
+        raise AudioFileError(f"input folder not found: {src}")
+    if dst.exists() and not dst.is_dir():
+        raise OutputError(f"output {dst} is a file; give a folder for a folder input")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise OutputError(f"output folder {dst} is the input folder; choose another "
+                          "(inputs are never overwritten)")
+    if not dst.parent.exists():
+        raise OutputError(f"output folder's parent {dst.parent} does not exist")
+    files = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
+    result = FolderResult()
+    audio_files = [p for p in files if p.suffix.lower() in audio.READ_EXTENSIONS]
+    result.skipped = [p for p in files if p.suffix.lower() not in audio.READ_EXTENSIONS]
+    if not audio_files:
+        raise AudioFileError(f"no audio files ({', '.join(audio.READ_EXTENSIONS)}) in {src}")
+    names = [folder_output_name(p) for p in audio_files]
+    clashes = {n for n in names if names.count(n) > 1}
+    dst.mkdir(exist_ok=True)
+    for path, name in zip(audio_files, names):
+        if progress:
+            progress(path.name)
+        if name in clashes:
+            result.failed.append((path, f"two inputs would both be written as {name}"))
+            continue
+        try:
+            result.done.append(apply_file(settings, path, dst / name, backend, subtype, force))
+        except AfxmatchError as err:
+            result.failed.append((path, str(err)))
+    return result
