@@ -90,22 +90,27 @@ def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: 
 
 def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,
                  method: str = DEFAULT_METHOD, backend: str = "torch",
-                 progress: Progress | None = None, model_path: str | None = None) -> MatchResult:
+                 progress: Progress | None = None, model_path: str | None = None,
+                 ref_features=None) -> MatchResult:
     """Estimate and render: ``x`` ``(channels, samples)`` towards the style of ``ref``.
 
     ``method`` is ``"model"`` (the trained network, one forward pass) or ``"analysis"``
     (rule-based). Either way the output gain is then set from a render so the output's
     integrated loudness equals the reference's (within the peak-safety ceiling).
+    ``ref_features``: ``analysis.measure(ref, ref_rate)`` when the caller already has it
+    (batch work caches it per reference); the result is the same.
     """
     from . import analysis
     from .estimate import estimate_analysis
+    from .estimate.analysis import eq_levels_fn
     from .render import render
 
     say = progress or (lambda stage: None)
     timings = {}
     t = time.perf_counter()
     say("analysing")
-    f_in, f_ref = analysis.measure(x, sample_rate), analysis.measure(ref, ref_rate)
+    f_in = analysis.measure(x, sample_rate)
+    f_ref = ref_features if ref_features is not None else analysis.measure(ref, ref_rate)
     timings["analyse"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -115,13 +120,13 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
         from .estimate.model import estimate_model
 
         net, config, model_info = load_default_model(model_path)
-        params = estimate_model(x, sample_rate, ref, ref_rate, net, config)
+        prior = None
+        if net.residual:
+            from .estimate.analysis import analysis_prior
+            prior = analysis_prior(x, sample_rate, ref, ref_rate, f_in, f_ref)
+        params = estimate_model(x, sample_rate, ref, ref_rate, net, config, prior)
     else:
-        def eq_levels(p):
-            y = render(x, sample_rate, p, "torch", ("eq",))
-            return (*analysis.features.frame_levels(y, sample_rate), analysis.features.sample_peak_db(y))
-
-        params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels)
+        params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels_fn(x, sample_rate))
     params = ParamSpace(sample_rate).validate(params, clip=True)
     timings["estimate"] = time.perf_counter() - t
 
@@ -148,10 +153,12 @@ def default_report_path(output: Path) -> Path:
 
 
 def match_file(input_path, reference_path, output_path, options: MatchOptions | None = None,
-               progress: Progress | None = None) -> dict:
+               progress: Progress | None = None, reference=None) -> dict:
     """Match ``input_path`` to ``reference_path``, write ``output_path`` and its report.
 
     Returns the report (a JSON-ready dict). Nothing is written unless everything succeeded.
+    ``reference``: ``(Audio, Features)`` of ``reference_path`` already loaded and measured
+    (batch work caches them per reference); the result is the same.
     """
     options = options or MatchOptions()
     options.check()
@@ -168,13 +175,14 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
     say("loading")
     t = time.perf_counter()
     inp = audio.load(input_path, "input")
-    ref = audio.load(reference_path, "reference")
+    ref, ref_features = reference if reference is not None else (audio.load(reference_path, "reference"), None)
     t_load = time.perf_counter() - t
 
     from .report import build_report, dump_report
 
     result = match_arrays(inp.samples, inp.sample_rate, ref.samples, ref.sample_rate,
-                          options.method, options.backend, progress, options.model_path)
+                          options.method, options.backend, progress, options.model_path,
+                          ref_features=ref_features)
     say("writing")
     t = time.perf_counter()
     audio.save(out_path, result.output, inp.sample_rate, fmt, subtype)

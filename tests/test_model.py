@@ -132,3 +132,55 @@ def test_default_network_size():
     u = model(x[:, 0], x[:, 0])
     y = dsp.process(x, SR, dsp.denormalise(ParamSpace(SR), u.double()))
     assert torch.allclose(y, x, atol=1e-3)
+
+
+# ---------- residual model: refines the analysis estimate ----------
+
+def _write_bank(folder, split: str, pairs: list[dict]) -> None:
+    """A bank as :mod:`afxmatch.model.bank` writes it, with analysis priors."""
+    from afxmatch.estimate.analysis import analysis_prior
+
+    space = ParamSpace(SR)
+    arrays = {k: np.stack([p[k] for p in pairs]) for k in ("input", "reference", "target")}
+    arrays["prior"] = np.stack([space.normalise(analysis_prior(p["input"], SR, p["reference"], SR))
+                                for p in pairs]).astype(np.float32)
+    for k, v in arrays.items():
+        np.save(folder / f"{split}_{k}.npy", v.astype(np.float32))
+    (folder / f"{split}_bank.json").write_text(json.dumps({"pairs": len(pairs)}))
+
+
+def test_residual_model_starts_exactly_at_its_prior():
+    net = MatchNet(**TINY, residual=True)
+    prior = torch.rand(3, 25) * 0.9 + 0.05
+    x = torch.randn(3, L) * 0.1
+    np.testing.assert_allclose(net(x, x, prior).detach().numpy(), prior.numpy(), atol=1e-6)
+    with pytest.raises(ValueError, match="prior"):
+        net(x, x)
+
+
+def test_residual_training_on_a_bank_and_estimation(tmp_path):
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    gen = _pairs(5)
+    _write_bank(bank, "train", [next(gen) for _ in range(6)])
+    _write_bank(bank, "valid", [next(gen) for _ in range(4)])
+    out = tmp_path / "model"
+    records = []
+    cfg = train(None, out, steps=6, batch_size=3, length=L, lr=1e-3, arch=TINY, bank_dir=bank,
+                n_valid=4, log_every=1, ckpt_every=3, valid_every=3, warmup=1,
+                fft_sizes=(256, 1024), progress=records.append, threads=None)
+    assert cfg["architecture"]["residual"] is True
+    valid = [r["valid_loss"] for r in records if r["event"] == "valid"]
+    # step 0 is the prior itself; training may only keep or improve the best
+    assert cfg["validation"]["best_loss"] <= valid[0] + 1e-9
+    net, config = load_model(out)
+    assert net.residual
+    x = np.random.default_rng(0).standard_normal((2, 30000)).astype(np.float32) * 0.1
+    prior = ParamSpace(48000).defaults()
+    prior.update(p2_gain_db=5.0, comp_threshold_db=-20.0, comp_ratio=3.0)
+    params = estimate_model(x, 48000, x[:1], 44100, net, config, prior)
+    space = ParamSpace(48000)
+    assert set(params) == set(space.names)
+    assert all(space[k].min - 1e-9 <= v <= space[k].max + 1e-9 for k, v in params.items())
+    with pytest.raises(ValueError, match="prior"):
+        estimate_model(x, 48000, x, 48000, net, config)

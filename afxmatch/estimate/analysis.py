@@ -162,7 +162,7 @@ def fit_compressor(levels: tuple[np.ndarray, np.ndarray, float], ref: Features) 
 
 
 def estimate_analysis(inp: Features, ref: Features, sample_rate: float,
-                      eq_levels=None) -> dict[str, float]:
+                      eq_levels=None, starts: int = FIT_STARTS) -> dict[str, float]:
     """Parameters (without the final output gain) that move ``inp`` towards ``ref``.
 
     ``eq_levels`` (optional) measures the input after the fitted EQ, so the compressor is
@@ -172,9 +172,56 @@ def estimate_analysis(inp: Features, ref: Features, sample_rate: float,
     space = ParamSpace(sample_rate)
     grid, target, weight = target_curve(inp, ref, sample_rate)
     params = space.defaults()
-    eq_values, _ = fit_eq_curve(grid, target, weight, sample_rate)
+    eq_values, _ = fit_eq_curve(grid, target, weight, sample_rate, starts=starts)
     params.update(eq_values)
     levels = eq_levels(params) if eq_levels is not None else \
         (inp.frame_rms_db, inp.frame_peak_db, inp.peak_db)
     params.update(fit_compressor(levels, ref))
     return params
+
+
+def analysis_prior(x: np.ndarray, sample_rate: float, ref: np.ndarray, ref_rate: float,
+                   inp: Features | None = None, ref_features: Features | None = None,
+                   starts: int = 1) -> dict[str, float]:
+    """The analysis estimate (EQ + compressor, output gain left neutral) used as the learned
+    model's starting point; one fit start, so it is cheap enough to make for every
+    training pair. ``x``/``ref`` are ``(channels, samples)``; features are measured unless given."""
+    from .. import analysis
+
+    inp = inp if inp is not None else analysis.measure(x, sample_rate)
+    ref_features = ref_features if ref_features is not None else analysis.measure(ref, ref_rate)
+
+    params = estimate_analysis(inp, ref_features, sample_rate, eq_levels=eq_levels_fn(x, sample_rate),
+                               starts=starts)
+    return ParamSpace(sample_rate).validate(params, clip=True)
+
+
+LEVEL_SAMPLE_S = 30.0  # seconds of audio the compressor fit looks at on long files
+LEVEL_SEGMENT_S = 1.0
+
+
+def level_sample(x: np.ndarray, sample_rate: float) -> np.ndarray:
+    """``x`` itself when short; else ~``LEVEL_SAMPLE_S`` of 1 s segments spread evenly over
+    the whole file (an unbiased sample of its level distribution), ``(channels, n)``."""
+    seg = int(LEVEL_SEGMENT_S * sample_rate)
+    count = int(LEVEL_SAMPLE_S / LEVEL_SEGMENT_S)
+    if x.shape[-1] <= 2 * count * seg:
+        return x
+    starts = np.linspace(0, x.shape[-1] - seg, count).astype(int)
+    return np.concatenate([x[:, s:s + seg] for s in starts], axis=-1)
+
+
+def eq_levels_fn(x: np.ndarray, sample_rate: float):
+    """``params -> (frame_rms_db, frame_peak_db, sample_peak_db)`` of ``x`` after the EQ in
+    ``params``: what the compressor will see (levels from :func:`level_sample`, the sample
+    peak of the whole EQ'd sample)."""
+    from .. import analysis
+    from ..render import render
+
+    sample = level_sample(x, sample_rate)
+
+    def levels(p):
+        y = render(sample, sample_rate, p, "torch", ("eq",))
+        return (*analysis.features.frame_levels(y, sample_rate), analysis.features.sample_peak_db(y))
+
+    return levels

@@ -92,20 +92,32 @@ def _embed(model: MatchNet, windows: np.ndarray, gain: float) -> torch.Tensor:
 
 
 def estimate_model(x: np.ndarray, sample_rate: float, ref: np.ndarray, ref_rate: float,
-                   model: MatchNet, config: dict) -> dict[str, float]:
-    """Physical parameters (at ``sample_rate``) that make ``x`` (C, N) sound like ``ref``."""
+                   model: MatchNet, config: dict, prior: dict | None = None) -> dict[str, float]:
+    """Physical parameters (at ``sample_rate``) that make ``x`` (C, N) sound like ``ref``.
+
+    A residual model (``config["architecture"]["residual"]``) refines ``prior``, the
+    analysis estimate for the same pair (:func:`afxmatch.estimate.analysis.analysis_prior`).
+    """
     win = int(config.get("train_length") or config.get("training", {}).get("length") or 65536)
     xw, x_peak = _windows_at_model_rate(x, sample_rate, win)
     rw, r_peak = _windows_at_model_rate(ref, ref_rate, win)
     target = 10 ** (PEAK_DB / 20)
     gx = target / x_peak if x_peak > 0 else 1.0
     gr = target / r_peak if r_peak > 0 else 1.0
+    a_db, b_db = 20 * math.log10(gx), 20 * math.log10(gr)
+    space44 = ParamSpace(MODEL_RATE)
+    u_prior = None
+    if model.residual:
+        if prior is None:
+            raise ValueError("this model refines the analysis estimate: pass prior=")
+        p = dict(prior)
+        p["comp_threshold_db"] = p["comp_threshold_db"] + a_db  # into the model's -12 dBFS frame
+        p["out_gain_db"] = 0.0
+        u_prior = torch.as_tensor(space44.normalise(space44.validate(p, clip=True)))[None]
     model.eval()
     with torch.no_grad():
-        u = model.control(_embed(model, xw, gx), _embed(model, rw, gr))[0].double().clamp(0, 1)
-    space44 = ParamSpace(MODEL_RATE)
+        u = model.control(_embed(model, xw, gx), _embed(model, rw, gr), u_prior)[0].double().clamp(0, 1)
     params = space44.denormalise(u.tolist())
-    a_db, b_db = 20 * math.log10(gx), 20 * math.log10(gr)
     params["comp_threshold_db"] -= a_db
     params["out_gain_db"] += a_db - b_db
     return ParamSpace(sample_rate).validate(params, clip=True)

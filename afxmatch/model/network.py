@@ -23,7 +23,8 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 INIT_MARGIN = 0.03
 
 DEFAULT_CONFIG = dict(sample_rate=44100, n_fft=2048, hop=512, n_mels=64, channels=128,
-                      n_conv=4, embed=128, hidden=256, n_params=25)
+                      n_conv=4, embed=128, hidden=256, n_params=25, residual=False)
+PRIOR_EPS = 1e-3  # priors are clipped to [eps, 1 - eps] before the logit
 
 
 class Encoder(nn.Module):
@@ -65,10 +66,15 @@ class MatchNet(nn.Module):
         self.config = cfg
         self.encoder = Encoder(**cfg)
         e, h = cfg["embed"], cfg["hidden"]
-        self.controller = nn.Sequential(nn.Linear(3 * e, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
+        self.residual = bool(cfg["residual"])
+        n_in = 3 * e + (cfg["n_params"] if self.residual else 0)
+        self.controller = nn.Sequential(nn.Linear(n_in, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
                                         nn.Linear(h, cfg["n_params"]))
         last = self.controller[-1]
         nn.init.zeros_(last.weight)
+        if self.residual:  # start exactly at the prior: a zero correction
+            nn.init.zeros_(last.bias)
+            return
         with torch.no_grad():
             u0 = ParamSpace(cfg["sample_rate"]).normalise(ParamSpace(cfg["sample_rate"]).defaults())
             u0 = u0.clip(INIT_MARGIN, 1 - INIT_MARGIN)
@@ -80,12 +86,22 @@ class MatchNet(nn.Module):
             u0[names.index("out_gain_db")] = g.normalise(g.default - makeup)
             last.bias.copy_(torch.as_tensor(u0).logit().float())
 
-    def control(self, e_in: torch.Tensor, e_ref: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.controller(torch.cat([e_in, e_ref, e_ref - e_in], dim=-1)))
+    def control(self, e_in: torch.Tensor, e_ref: torch.Tensor,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings (and, for a residual model, the prior ``(batch, 25)`` in [0, 1]) ->
+        normalised parameters. A residual model corrects the prior in logit space."""
+        feats = [e_in, e_ref, e_ref - e_in]
+        if not self.residual:
+            return torch.sigmoid(self.controller(torch.cat(feats, dim=-1)))
+        if prior is None:
+            raise ValueError("this model refines a prior: pass the analysis estimate (normalised)")
+        p = prior.to(e_in).clamp(PRIOR_EPS, 1 - PRIOR_EPS)
+        return torch.sigmoid(torch.logit(p) + self.controller(torch.cat(feats + [p], dim=-1)))
 
-    def forward(self, x_in: torch.Tensor, x_ref: torch.Tensor) -> torch.Tensor:
-        """Mono ``(batch, samples)`` input and reference -> normalised params ``(batch, 25)``."""
-        return self.control(self.encoder(x_in), self.encoder(x_ref))
+    def forward(self, x_in: torch.Tensor, x_ref: torch.Tensor,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
+        """Mono ``(batch, samples)`` input and reference (+ prior) -> normalised params ``(batch, 25)``."""
+        return self.control(self.encoder(x_in), self.encoder(x_ref), prior)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -38,7 +38,28 @@ def _stack(pairs: list[dict]) -> dict[str, torch.Tensor]:
     for key in ("input", "reference", "target"):
         arrs = [p[key] if p[key].shape[0] == c else np.repeat(p[key][:1], c, axis=0) for p in pairs]
         out[key] = torch.from_numpy(np.stack(arrs).astype(np.float32))
+    if all("prior" in p for p in pairs):
+        out["prior"] = torch.from_numpy(np.stack([p["prior"] for p in pairs]).astype(np.float32))
     return out
+
+
+def bank_pairs(bank_dir, split: str, seed: int) -> Iterator[dict]:
+    """Endless random draws (with replacement) from a pair bank (see :mod:`.bank`)."""
+    from .bank import load
+
+    arrays = load(bank_dir, split)
+    n = arrays["prior"].shape[0]
+    rng = np.random.default_rng(seed)
+    while True:
+        i = int(rng.integers(n))
+        yield {k: np.array(v[i]) for k, v in arrays.items()}
+
+
+def match_rms(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Scale ``y`` ``(batch, ch, n)`` to the RMS of ``ref``: the differentiable stand-in for
+    the pipeline's loudness match of the output to the reference."""
+    rms = lambda v: torch.sqrt(torch.mean(v.double() ** 2, dim=(1, 2), keepdim=True) + 1e-12)  # noqa: E731
+    return y * (rms(ref) / rms(y)).to(y.dtype)
 
 
 class _Prefetcher:
@@ -78,8 +99,11 @@ class _Prefetcher:
 def chain_loss(model: MatchNet, batch: dict[str, torch.Tensor], loss_fn: MRSTFTLoss,
                space: ParamSpace, reduce: bool = True):
     x, ref, tgt = batch["input"], batch["reference"], batch["target"]
-    u = model(x.mean(1), ref.mean(1))
-    y = dsp.process(x, SAMPLE_RATE, dsp.denormalise(space, u.double()))
+    u = model(x.mean(1), ref.mean(1), batch.get("prior"))
+    if model.residual:  # the output gain is the pipeline's loudness match, not the network's
+        y = match_rms(dsp.process(x, SAMPLE_RATE, dsp.denormalise(space, u.double()), ("eq", "comp")), ref)
+    else:
+        y = dsp.process(x, SAMPLE_RATE, dsp.denormalise(space, u.double()))
     return loss_fn(y, tgt, reduce=reduce), u
 
 
@@ -127,11 +151,13 @@ def train(data_dir, out_dir, steps: int = 2000, batch_size: int = 8, length: int
           n_valid: int = 32, valid_every: Optional[int] = None, channels: Optional[int] = 1,
           clip_norm: float = 1.0, warmup: int = 50, threads: Optional[int] = 2,
           train_pairs: Optional[Iterable[dict]] = None, valid_pairs: Optional[list[dict]] = None,
-          fft_sizes: Optional[tuple] = None) -> dict:
+          fft_sizes: Optional[tuple] = None, bank_dir=None) -> dict:
     """Train and write ``model.pt``, ``config.json``, ``model.sha256`` (best on validation)
     plus ``checkpoint.pt`` and ``log.jsonl`` into ``out_dir``; returns the final config.
 
     ``train_pairs`` / ``valid_pairs`` (iterables of pair dicts) replace the corpus in tests.
+    ``bank_dir`` (see :mod:`.bank`) trains a residual model on a fixed bank of pairs with
+    analysis priors (train/valid splits of the bank).
     ``time_budget_s`` counts wall time over all (resumed) sessions; training stops cleanly
     before it runs out.
     """
@@ -146,7 +172,18 @@ def train(data_dir, out_dir, steps: int = 2000, batch_size: int = 8, length: int
     loss_fn = MRSTFTLoss(fft_sizes) if fft_sizes else MRSTFTLoss()
     valid_every = valid_every or ckpt_every
 
-    if train_pairs is None:
+    if bank_dir is not None:
+        from .bank import load as load_bank
+
+        vb = load_bank(bank_dir, "valid")
+        vpairs = [{k: np.array(v[i]) for k, v in vb.items()} for i in range(min(n_valid, len(vb["prior"])))]
+        train_pairs = bank_pairs(bank_dir, "train", seed)
+        data_summary = dict(source="pair bank", bank=str(bank_dir), valid_pairs=len(vpairs),
+                            banks=[json.loads((Path(bank_dir) / f"{s}_bank.json").read_text())
+                                   for s in ("train", "valid")])
+        train_ds = None
+        arch = dict(arch or {}, residual=True)
+    elif train_pairs is None:
         train_ds, vpairs, data_summary = _corpus_sources(data_dir, length, seed, n_valid, channels)
     else:
         train_ds, vpairs = None, list(valid_pairs or [])
@@ -203,6 +240,8 @@ def train(data_dir, out_dir, steps: int = 2000, batch_size: int = 8, length: int
         validate()
 
     pair_iter = iter(train_pairs) if train_pairs is not None else train_ds.stream(seed * 1_000_003 + step)
+    if bank_dir is not None:
+        pair_iter = bank_pairs(bank_dir, "train", seed * 1_000_003 + step)
     pre = _Prefetcher(pair_iter, batch_size)
     model.train()
     t_session = time.time()
