@@ -2,5 +2,5 @@
 so the CLI can validate options before loading the heavy parts)."""
 
 METHODS = ("model", "analysis")
-DEFAULT_METHOD = "analysis"  # becomes "model" once models/default ships
+DEFAULT_METHOD = "model"
 BACKENDS = ("torch", "pedalboard")

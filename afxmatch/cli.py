@@ -114,8 +114,11 @@ def train_cmd(
     seed: int = typer.Option(0),
     resume: bool = typer.Option(True, help="Continue from OUT/checkpoint.pt when present."),
 ) -> None:
-    """Train the matching network: a residual refiner of the analysis estimate, trained on
-    synthetic style pairs (DeepAFx-ST protocol) through the differentiable chain."""
+    """Train the matching network (refines the analysis estimate) on synthetic style pairs.
+
+    Builds the pair bank when absent (DeepAFx-ST protocol, analysis priors), then trains
+    through the differentiable chain, keeping the best weights on validation.
+    """
     import json as _json
 
     from .model import bank as pair_bank

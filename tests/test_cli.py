@@ -53,7 +53,10 @@ def test_examples_end_to_end_writes_audio_and_report(matched):
 def test_report_contents(matched):
     out, report = matched
     assert report["schema"] == "afxmatch.report/1"
-    assert report["method"] == "analysis" and report["backend"] == "torch"
+    assert report["method"] == "model" and report["backend"] == "torch"  # the defaults
+    shipped = ROOT / "models" / "default"
+    assert report["model"]["sha256"] == (shipped / "model.sha256").read_text().split()[0]
+    assert report["model"]["param_fingerprint"] == fingerprint()
     assert report["param_space"]["fingerprint"] == fingerprint()
     space = ParamSpace(report["input"]["sample_rate"])
     assert list(report["parameters"]) == list(space.names)

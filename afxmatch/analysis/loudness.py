@@ -1,8 +1,9 @@
 """ITU-R BS.1770-4 integrated loudness, vectorised.
 
-Same measurement as pyloudnorm (which the tests use as the reference), 3-4x faster on
-long files: the K-weighting runs as one second-order-section filter, block energies come
-from a cumulative sum, and the two gates are array operations.
+Same measurement as pyloudnorm (which the tests use as the reference), several times
+faster on long files: the K-weighting biquads run through the EQ's exact FFT filtering
+(``afxmatch.dsp.eq.filter_response``; no scipy.signal, whose import alone costs 0.8 s),
+block energies are sums of 100 ms hop energies, and the two gates are array operations.
 
 K-weighting: a high shelf (+4 dB above ~1.7 kHz, the head) followed by the RLB high-pass
 (~38 Hz), designed by the bilinear transform for any sample rate from the analogue
@@ -14,7 +15,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import signal
+import torch
+
+from ..dsp import biquad, eq
 
 BLOCK_S, OVERLAP = 0.400, 0.75
 ABSOLUTE_GATE_LUFS, RELATIVE_GATE_LU = -70.0, -10.0
@@ -40,18 +43,29 @@ def k_weighting_sos(sample_rate: float) -> np.ndarray:
     return np.array([shelf, highpass])
 
 
+def k_weight(x: np.ndarray, sample_rate: float) -> torch.Tensor:
+    """K-weighted ``(channels, n)`` audio (float32 tensor), exact to float precision."""
+    sos = torch.as_tensor(k_weighting_sos(sample_rate))[None]  # (1, 2, 6)
+    b, a = sos[..., :3], sos[..., 3:]
+    tail = sum(biquad.decay_samples(a[..., i, :]) for i in range(a.shape[-2]))
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None]
+    y = eq.filter_response(xt, lambda omega: biquad.response(b, a, omega).prod(dim=-2), tail)
+    return y[0]
+
+
 def integrated_loudness(samples: np.ndarray, sample_rate: float) -> float:
     """Integrated loudness in LUFS of ``(channels, n)`` audio; ``-inf`` when all gated."""
     x = np.asarray(samples)
     channels, n = x.shape
-    block = int(round(BLOCK_S * sample_rate))
-    hop = int(round(block * (1 - OVERLAP)))
+    hop = int(round(BLOCK_S * (1 - OVERLAP) * sample_rate))
+    per_block = int(round(1 / (1 - OVERLAP)))  # 4 hops of 100 ms make a 400 ms block
+    block = per_block * hop
     if n < block:
         return float("-inf")
-    y = signal.sosfilt(k_weighting_sos(sample_rate), x.astype(np.float64), axis=-1)
-    csum = np.concatenate([np.zeros((channels, 1)), np.cumsum(y * y, axis=-1)], axis=-1)
-    starts = np.arange(0, n - block + 1, hop)
-    z = (csum[:, starts + block] - csum[:, starts]) / block              # (channels, blocks)
+    y = k_weight(x, sample_rate)
+    n_hops = n // hop
+    hops = (y[:, : n_hops * hop].reshape(channels, n_hops, hop) ** 2).sum(-1, dtype=torch.float64).numpy()
+    z = sum(hops[:, i: n_hops - per_block + 1 + i] for i in range(per_block)) / block  # (channels, blocks)
     weights = np.array(CHANNEL_WEIGHTS[:channels] + (1.0,) * max(0, channels - 5))[:, None]
     energy = (weights * z).sum(axis=0)
     with np.errstate(divide="ignore"):

@@ -86,27 +86,33 @@ def apply(x: torch.Tensor, sample_rate: float, params: Mapping[str, torch.Tensor
     (the filter's tail past the end is dropped), as a time-domain IIR with zero initial
     state would give. Long signals are filtered by overlap-add in FFT blocks.
     """
-    n_samples = x.shape[-1]
     if tail is None:
         tail = impulse_length(params, sample_rate)
+    return filter_response(x, lambda omega: response(params, sample_rate, omega), tail)
+
+
+def filter_response(x: torch.Tensor, response_fn, tail: int) -> torch.Tensor:
+    """Filter ``x`` ``(batch, channels, samples)`` by the causal filter whose complex
+    response ``response_fn(omega) -> (batch, n_bins)`` is known exactly and whose impulse
+    response has decayed after ``tail`` samples. Same length out; overlap-add when long."""
+    n_samples = x.shape[-1]
     block = max(4 * tail, MIN_BLOCK)
     if n_samples <= 2 * block:
         n = fft_size(n_samples + tail)
-        return _filter_frames(x[..., None, :], params, sample_rate, n, tail)[..., 0, :n_samples]
+        return _filter_frames(x[..., None, :], response_fn, n, tail)[..., 0, :n_samples]
     n = fft_size(block + tail)
     block = n - tail
     n_blocks = math.ceil(n_samples / block)
     frames = F.pad(x, (0, n_blocks * block - n_samples)).unflatten(-1, (n_blocks, block))
-    y = _filter_frames(frames, params, sample_rate, n, tail)  # (batch, ch, n_blocks, n)
+    y = _filter_frames(frames, response_fn, n, tail)  # (batch, ch, n_blocks, n)
     head = y[..., :block].flatten(-2)
     rest = F.pad(y[..., block:], (0, block - tail)).flatten(-2)  # each block's tail, padded
     head = head + F.pad(rest, (block, 0))[..., : head.shape[-1]]
     return head[..., :n_samples]
 
 
-def _filter_frames(frames: torch.Tensor, params: Mapping[str, torch.Tensor], sample_rate: float,
-                   n: int, tail: int) -> torch.Tensor:
-    """Linear convolution of ``(batch, ch, n_frames, len)`` frames with the cascade, FFT size n.
+def _filter_frames(frames: torch.Tensor, response_fn, n: int, tail: int) -> torch.Tensor:
+    """Linear convolution of ``(batch, ch, n_frames, len)`` frames with the filter, FFT size n.
 
     The exact response is sampled on a grid of ``m >= tail`` points only (the impulse
     response has decayed below -140 dB by then, so its m-point inverse FFT is the impulse
@@ -115,6 +121,6 @@ def _filter_frames(frames: torch.Tensor, params: Mapping[str, torch.Tensor], sam
     """
     m = min(n, fft_size(max(tail, MIN_IR)))
     omega = torch.linspace(0, math.pi, m // 2 + 1, dtype=torch.float64)
-    ir = torch.fft.irfft(response(params, sample_rate, omega), n=m)  # (batch, m) float64
+    ir = torch.fft.irfft(response_fn(omega), n=m)  # (batch, m) float64
     h = torch.fft.rfft(ir, n=n).to(torch.complex64 if frames.dtype != torch.float64 else torch.complex128)
     return torch.fft.irfft(torch.fft.rfft(frames, n=n) * h[:, None, None, :], n=n)

@@ -14,7 +14,6 @@ import math
 
 import numpy as np
 import torch
-from scipy.signal import resample_poly
 
 from ..params import ParamSpace
 from ..model.network import MatchNet
@@ -68,6 +67,8 @@ def _windows_at_model_rate(x: np.ndarray, rate: float, win: int) -> tuple[np.nda
     for s in choose_windows(mono, src_win):
         seg = mono[s:s + src_win]
         if rate != MODEL_RATE:
+            from scipy.signal import resample_poly  # only for other rates (import costs 0.8 s)
+
             g = math.gcd(int(round(rate)), MODEL_RATE)
             seg = resample_poly(seg, MODEL_RATE // g, int(round(rate)) // g).astype(np.float32)
         seg = seg[:win]
