@@ -71,7 +71,7 @@ def match_cmd(
                                          "(OUT.apo.txt), easyeffects (OUT.easyeffects.json) or "
                                          "vstpreset (OUT.ZamEQ2-1/-2.vstpreset)."),
     plot: Optional[Path] = typer.Option(None, help="Also write a PNG figure (EQ, compressor, "
-                                        "spectra); needs afxmatch[plot]."),
+                                        "spectra); needs afxmatch\\[plot]."),
 ) -> None:
     """Match INPUT to the style of --ref and write the result and a JSON report."""
     from rich.console import Console
@@ -175,6 +175,7 @@ def run() -> None:
 
 
 from . import cli_extra  # noqa: E402,F401  (registers export/apply)
+from . import cli_batch  # noqa: E402,F401  (registers batch)
 
 if __name__ == "__main__":
     run()

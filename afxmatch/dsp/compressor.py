@@ -48,14 +48,16 @@ def static_curve_db(level_db: torch.Tensor, threshold_db: torch.Tensor, ratio: t
     return torch.where(2 * over > knee_db, above, torch.where(in_knee, knee_gain, torch.zeros_like(over)))
 
 
-def _smooth_forward(gc: np.ndarray, alpha_a: np.ndarray, alpha_r: np.ndarray):
-    """Run the attack/release recursion. ``gc`` (batch, frames) float64."""
+def _smooth_forward(gc: np.ndarray, alpha_a: np.ndarray, alpha_r: np.ndarray, g0=None):
+    """Run the attack/release recursion. ``gc`` (batch, frames) float64; ``g0`` (batch,)
+    the smoothed gain before the first frame (0 dB when None; a streamed render passes the
+    previous block's last value)."""
     batch, frames = gc.shape
     out = np.empty_like(gc)
     attack = np.empty(gc.shape, dtype=bool)
     for i in range(batch):
         aa, ar = float(alpha_a[i]), float(alpha_r[i])
-        row, g = gc[i].tolist(), 0.0
+        row, g = gc[i].tolist(), 0.0 if g0 is None else float(g0[i])
         res, mode = [0.0] * frames, [False] * frames
         for n, target in enumerate(row):
             if target < g:
