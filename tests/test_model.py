@@ -184,3 +184,8 @@ def test_residual_training_on_a_bank_and_estimation(tmp_path):
     assert all(space[k].min - 1e-9 <= v <= space[k].max + 1e-9 for k, v in params.items())
     with pytest.raises(ValueError, match="prior"):
         estimate_model(x, 48000, x, 48000, net, config)
+
+
+def test_missing_model_path_is_named(tmp_path):
+    with pytest.raises(ModelError, match="nowhere"):
+        load_model(tmp_path / "nowhere")

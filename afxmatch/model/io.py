@@ -55,6 +55,9 @@ def save_model(model: MatchNet, config: dict, out_dir) -> Path:
 def load_model(path_or_dir) -> tuple[MatchNet, dict]:
     """Load ``(network in eval mode, config dict)`` from a model folder or its ``model.pt``."""
     p = Path(path_or_dir)
+    if not p.exists():
+        raise ModelError(f"model {p} not found; give a model folder (holding {WEIGHTS}, {CONFIG}, "
+                         f"{CHECKSUM}) with --model or {ENV_VAR}, or use --method analysis")
     folder = p if p.is_dir() else p.parent
     weights = p if p.is_file() else folder / WEIGHTS
     for f, what in ((weights, "weights"), (folder / CONFIG, "config"), (folder / CHECKSUM, "checksum")):
