@@ -254,7 +254,7 @@ def test_a_broken_model_stops_the_batch_in_one_line(tmp_path, workers):
                    "--model", tmp_path / "no-model", "--workers", workers)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
-    assert "model.pt is missing" in lines[0] and "Traceback" not in proc.stderr
+    assert "no-model not found" in lines[0] and "Traceback" not in proc.stderr  # names the path given
     assert not list((tmp_path / "o").rglob("*.wav")) and not list((tmp_path / "o").rglob("*.part"))
 
 
