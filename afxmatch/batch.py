@@ -723,9 +723,7 @@ def _run_batch(in_dir, out_dir, reference, pairs, options, progress, client, t0)
     finally:
         _restore_sigterm(previous)
     for job in jobs:
-        summary.results.append(results.get(job.index) or FileResult(
-            job.relative, "interrupted", job.input, job.reference,
-            error="not done: the batch was interrupted", input_stat=job.input_stat))
+        summary.results.append(results.get(job.index) or _settle_unreported(job))
     _sweep_temporaries(jobs)   # a killed worker's leftovers, even for files redone since
     summary.results.sort(key=lambda r: r.relative)
     summary.seconds = time.perf_counter() - t0
@@ -733,6 +731,22 @@ def _run_batch(in_dir, out_dir, reference, pairs, options, progress, client, t0)
     if summary.interrupted:
         raise BatchInterrupted(summary)
     return summary
+
+
+def _settle_unreported(job: Job) -> FileResult:
+    """The result of a file that had none when the batch stopped. A worker may still have
+    finished it (audio and report are each written atomically: both present and fresh
+    means done), or died between its audio and its report: audio this run created
+    without its report is removed, so the disk and the summary agree."""
+    out, rep = Path(job.output), Path(job.report)
+    if out.exists() and rep.exists() and _is_fresh(job):
+        return FileResult(job.relative, "ok", job.input, job.reference, output=job.output,
+                          report=job.report, note="finished while the batch was stopping",
+                          input_stat=job.input_stat)
+    if out.exists() and not rep.exists() and not job.overwrite:
+        out.unlink(missing_ok=True)
+    return FileResult(job.relative, "interrupted", job.input, job.reference,
+                      error="not done: the batch was interrupted", input_stat=job.input_stat)
 
 
 def _raise_on_sigterm():
