@@ -174,9 +174,6 @@ class ParamSpace:
         is_log = np.array([s.scale == "log" for s in self.specs])
         return lo, hi, is_log
 
-    def describe(self) -> list[dict]:
-        return [asdict(s) for s in self.specs]
-
 
 def fingerprint() -> str:
     """A short hash of the space's definition (names, units, scales, nominal ranges).

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import numpy as np
 import torch
 
 from ..params import ParamSpace
@@ -50,7 +49,3 @@ def process(x: torch.Tensor, sample_rate: float, params: Mapping[str, torch.Tens
     if "gain" in stages:
         y = y * torch.pow(10.0, params["out_gain_db"].reshape(-1, 1, 1) / 20.0).to(y.dtype)
     return y
-
-
-def to_numpy(x: torch.Tensor) -> np.ndarray:
-    return x.detach().cpu().numpy()

@@ -216,12 +216,12 @@ def eq_levels_fn(x: np.ndarray, sample_rate: float):
     ``params``: what the compressor will see (levels from :func:`level_sample`, the sample
     peak of the whole EQ'd sample)."""
     from .. import analysis
-    from ..render import render
 
-    sample = level_sample(x, sample_rate)
+    sample = torch.from_numpy(np.ascontiguousarray(level_sample(x, sample_rate), dtype=np.float32))[None]
 
     def levels(p):
-        y = render(sample, sample_rate, p, "torch", ("eq",))
+        with torch.no_grad():
+            y = dsp.eq.apply(sample, sample_rate, dsp.params_to_tensors(p))[0].numpy()
         return (*analysis.features.frame_levels(y, sample_rate), analysis.features.sample_peak_db(y))
 
     return levels

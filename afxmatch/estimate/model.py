@@ -80,16 +80,9 @@ def _windows_at_model_rate(x: np.ndarray, rate: float, win: int) -> tuple[np.nda
 
 @torch.no_grad()
 def _embed(model: MatchNet, windows: np.ndarray, gain: float) -> torch.Tensor:
+    """One embedding for ``(n_windows, samples)`` windows, pooled jointly over their frames."""
     enc = model.encoder
-    mel = enc.mel(torch.from_numpy(windows * np.float32(gain)))  # (W, n_mels, T)
-    # pool jointly over all windows: concatenate frames along time after the conv stack
-    h = enc.conv(mel)
-    h = h.permute(1, 0, 2).reshape(h.shape[1], -1)[None]
-    m = mel.permute(1, 0, 2).reshape(mel.shape[1], -1)[None]
-    frame_level = 10 * torch.log10(torch.mean(10 ** (2 * m), dim=1) + 1e-10) / 20
-    stats = torch.cat([h.mean(-1), h.std(-1, unbiased=False), m.mean(-1), m.std(-1, unbiased=False),
-                       torch.quantile(frame_level, enc.q.to(m), dim=-1).T], dim=-1)
-    return enc.embed_stats(stats)
+    return enc.embed_stats(enc.stats(enc.mel(torch.from_numpy(windows * np.float32(gain))), joint=True))
 
 
 def estimate_model(x: np.ndarray, sample_rate: float, ref: np.ndarray, ref_rate: float,

@@ -11,7 +11,6 @@ layer starts at zero weight with a bias that gives (almost) the neutral defaults
 
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -42,9 +41,16 @@ class Encoder(nn.Module):
         self.proj = nn.Sequential(nn.Linear(n_stats, embed), nn.GELU())
         self.register_buffer("q", torch.tensor(QUANTILES), persistent=False)
 
-    def stats(self, mel: torch.Tensor) -> torch.Tensor:
-        """``(batch, n_mels, frames)`` log-mel -> pooled statistics ``(batch, n_stats)``."""
+    def stats(self, mel: torch.Tensor, joint: bool = False) -> torch.Tensor:
+        """``(batch, n_mels, frames)`` log-mel -> pooled statistics ``(batch, n_stats)``.
+
+        ``joint``: treat the batch as windows of one signal and pool over all their frames
+        together, giving ``(1, n_stats)`` (inference over windows spread across a file).
+        """
         h = self.conv(mel)
+        if joint:
+            h = h.permute(1, 0, 2).reshape(1, h.shape[1], -1)
+            mel = mel.permute(1, 0, 2).reshape(1, mel.shape[1], -1)
         frame_level = 10 * torch.log10(torch.mean(10 ** (2 * mel), dim=1) + 1e-10) / 20  # (B, T)
         return torch.cat([h.mean(-1), h.std(-1, unbiased=False), mel.mean(-1),
                           mel.std(-1, unbiased=False),
@@ -106,8 +112,3 @@ class MatchNet(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def to_mono(x: torch.Tensor) -> torch.Tensor:
-    """``(batch, channels, samples)`` -> ``(batch, samples)``."""
-    return x.mean(dim=1) if x.dim() == 3 else x
