@@ -14,6 +14,15 @@ is compared with the target, mono-mixed, with the metrics of DESIGN.md §5:
 - RMS: |RMS difference| in dB (20 log10); LUFS: |integrated loudness difference| (BS.1770);
 - PESQ (wide-band, 16 kHz) for speech when the ``pesq`` package is installed.
 
+Pair selection (since session 2): both halves of the clean excerpt must be active and
+within ``--half-balance-db`` (10 dB) RMS of each other, and half B is then scaled to half
+A's integrated loudness before the effects. The speech corpus stitches KLettres clips
+recorded at different levels, so without this a reference half could be near-silent or
+many LU away from its target (on 25 speech pairs |LUFS(reference) − LUFS(target)| was
+3.7 LU on average, up to 34.6 LU; now 1.5 LU; music 1.0 → 0.8 LU): a loudness-matching
+system cannot know the target's level from such a reference. DeepAFx-ST's speech (DAPS)
+is continuous read speech. ``--raw-halves`` gives the old protocol.
+
 Systems: ``input`` (unprocessed), ``analysis``, ``model`` and ``matchering`` when installed
 (``pip install afxmatch[bench]``). All are measured in one run on the same pairs.
 """
@@ -123,11 +132,13 @@ def run_matchering(inp: np.ndarray, ref: np.ndarray) -> np.ndarray | None:
     return y if inp.shape[0] == 2 else y.mean(0, keepdims=True)
 
 
-def make_pairs(data: Path, kind: str, n: int, seed: int, length: int) -> list[dict]:
+def make_pairs(data: Path, kind: str, n: int, seed: int, length: int,
+               balance_db: float | None = None) -> list[dict]:
     manifest = json.loads((data / "manifest.json").read_text())
     files = [data / f["path"] for f in manifest["files"] if f["split"] == "valid" and f["kind"] == kind]
     rng = np.random.default_rng(seed)
-    cfg = PairConfig(sample_rate=SR, length=length)
+    cfg = PairConfig(sample_rate=SR, length=length, half_balance_db=balance_db,
+                     equal_half_loudness=balance_db is not None)
     cache, pairs = {}, []
     while len(pairs) < n:
         path = files[rng.integers(len(files))]
@@ -149,13 +160,19 @@ def main(argv=None) -> None:
     ap.add_argument("--model", default=None, help="model folder (default: the shipped one)")
     ap.add_argument("--systems", default="input,analysis,model,matchering")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
+    ap.add_argument("--half-balance-db", type=float, default=10.0,
+                    help="each half of a pair's excerpt must be active and within this many dB "
+                         "RMS of the other; the clean halves are then loudness-equalised")
+    ap.add_argument("--raw-halves", action="store_true",
+                    help="session-1 protocol: neither the balance check nor the equalisation")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     systems = a.systems.split(",")
     results: dict = {}
     timing: dict = {}
     for kind in ("music", "speech"):
-        pairs = make_pairs(a.data, kind, a.pairs, a.seed, a.length)
+        pairs = make_pairs(a.data, kind, a.pairs, a.seed, a.length,
+                           None if a.raw_halves else a.half_balance_db)
         for system in systems:
             rows, t0 = [], time.perf_counter()
             for p in pairs:
@@ -183,9 +200,13 @@ def main(argv=None) -> None:
 def render_table(results: dict, timing: dict, a) -> str:
     cols = ["MR-STFT", "MSD", "SCE_Hz", "RMS_dB", "LUFS", "PESQ"]
     lines = [f"Pairs: {a.pairs} per kind from held-out validation files, {a.length} samples "
-             f"({a.length / SR:.2f} s) per half at 44.1 kHz, seed {a.seed}. "
+             f"({a.length / SR:.2f} s) per half at 44.1 kHz, seed {a.seed}, "
+             + ("raw halves (no balance check). " if a.raw_halves else
+                f"halves active and within {a.half_balance_db:g} dB RMS, clean halves "
+                "loudness-equalised. ")
+             + 
              f"Command: `python benchmarks/quality.py --data CORPUS --pairs {a.pairs}"
-             f"{' --model ' + a.model if a.model else ''}`.", ""]
+             f"{' --model ' + a.model if a.model else ''}{' --raw-halves' if a.raw_halves else ''}`.", ""]
     for kind in ("music", "speech"):
         lines += [f"**{kind}** (mean over pairs; lower is better except PESQ)", "",
                   "| system | " + " | ".join(cols) + " | MR-STFT vs input | s/pair |",

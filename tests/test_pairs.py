@@ -328,6 +328,43 @@ def test_excerpt_finder_finds_the_only_loud_part():
         assert 10 * np.log10(np.mean(exc.astype(np.float64) ** 2)) > -50.0
 
 
+
+def test_excerpt_finder_half_balance_rejects_a_near_silent_half():
+    # loud noise, then 1.2 L of near silence, then quieter noise (-6 dB): a 2L window that
+    # straddles the gap has one near-silent half and is refused with the balance option
+    rng = np.random.default_rng(1)
+    parts = [0.3 * rng.standard_normal((1, 3 * L)), 1e-4 * rng.standard_normal((1, int(1.2 * L))),
+             0.15 * rng.standard_normal((1, 3 * L))]
+    audio = np.concatenate(parts, axis=1).astype(np.float32)
+    level = lambda v: 10 * np.log10(np.mean(v.astype(np.float64) ** 2))  # noqa: E731
+    for seed in range(20):
+        exc = pairs.find_excerpt(audio, 2 * L, np.random.default_rng(seed), -50.0, max_tries=3,
+                                 half_balance_db=10.0)
+        a, b = level(exc[:, :L]), level(exc[:, L:])
+        assert min(a, b) > -50.0 and abs(a - b) <= 10.0
+    # without it, some seed picks a window whose half is (mostly) the gap
+    spreads = [abs(level(e[:, :L]) - level(e[:, L:])) for e in
+               (pairs.find_excerpt(audio, 2 * L, np.random.default_rng(s), -50.0, max_tries=3)
+                for s in range(20))]
+    assert max(spreads) > 10.0
+    with pytest.raises(SilentAudioError, match="both halves"):
+        step = np.concatenate([parts[0][:, :int(1.1 * L)], 0.1 * parts[0][:, :int(1.1 * L)]], axis=1)
+        pairs.find_excerpt(step.astype(np.float32), 2 * L, np.random.default_rng(0), -50.0,
+                           max_tries=2, half_balance_db=1.0)  # every window: halves ~20 dB apart
+
+
+def test_equal_half_loudness_matches_pyloudnorm():
+    import pyloudnorm
+
+    x = music_like(seconds=4 * L / SR, channels=2, seed=5)[:, :4 * L]
+    x[:, 2 * L:] *= 0.2  # second half 14 dB quieter
+    y = pairs._equalise_halves(x, SR)
+    meter = pyloudnorm.Meter(SR)
+    la, lb = (meter.integrated_loudness(v.T.astype(np.float64)) for v in (y[:, :2 * L], y[:, 2 * L:]))
+    assert abs(la - lb) < 0.01
+    np.testing.assert_array_equal(y[:, :2 * L], x[:, :2 * L])
+
+
 # ------------------------------------------------------------------ dataset
 
 def test_dataset_resamples_caches_and_forces_channels(tmp_path):

@@ -82,6 +82,16 @@ class PairConfig:
     peak_db: float = -12.0
     min_rms_db: float = -50.0  # excerpt RMS threshold (all channels, before normalisation)
     max_tries: int = 20  # random offsets tried before a full scan
+    # if set, each half must also pass min_rms_db and the halves' RMS may differ by at most
+    # this many dB (the reference's level then says something about the target's); None =
+    # off, as when the shipped model's training pairs were made
+    half_balance_db: Optional[float] = None
+    # if True, half B of the clean excerpt is scaled to half A's integrated loudness
+    # (BS.1770 via pyloudnorm) before the effects: the reference and the target are then
+    # one production at one level, as in a continuous recording (DeepAFx-ST's DAPS
+    # speech); stitched clips of different recording levels otherwise make the
+    # reference's loudness say nothing about the target's. Off for the shipped training.
+    equal_half_loudness: bool = False
 
     # branch probabilities
     p_input_eq: float = 0.75
@@ -129,13 +139,16 @@ def _rms_db(x: np.ndarray) -> float:
 
 
 def find_excerpt(audio: np.ndarray, n: int, rng: np.random.Generator,
-                 min_rms_db: float = -50.0, max_tries: int = 20) -> np.ndarray:
+                 min_rms_db: float = -50.0, max_tries: int = 20,
+                 half_balance_db: Optional[float] = None) -> np.ndarray:
     """Return a view ``audio[:, s:s+n]`` whose RMS (over all channels) is > ``min_rms_db``.
 
+    With ``half_balance_db``, both halves of the window must also exceed ``min_rms_db`` and
+    their RMS levels may differ by at most ``half_balance_db`` dB.
     ``audio``: (channels, samples).  Random offsets are tried ``max_tries`` times; after
     that all hop-spaced windows are scanned and one of the valid ones is picked at random.
     Raises ``ValueError`` if the audio is shorter than ``n`` samples and
-    :class:`SilentAudioError` if no window is loud enough.
+    :class:`SilentAudioError` if no window qualifies.
     """
     if audio.ndim != 2:
         raise ValueError(f"audio must be (channels, samples), got shape {audio.shape}")
@@ -145,8 +158,10 @@ def find_excerpt(audio: np.ndarray, n: int, rng: np.random.Generator,
     last = total - n
     for _ in range(max(0, max_tries)):
         s = int(rng.integers(0, last + 1))
-        if _rms_db(audio[:, s:s + n]) > min_rms_db:
-            return audio[:, s:s + n]
+        w = audio[:, s:s + n]
+        if _rms_db(w) > min_rms_db and (half_balance_db is None or _balanced(
+                _rms_db(w[:, :n // 2]), _rms_db(w[:, n // 2:]), min_rms_db, half_balance_db)):
+            return w
     # full scan: window energies from a cumulative sum of the per-sample mean square
     hop = max(1, n // 16)
     power = np.mean(np.square(audio, dtype=np.float64), axis=0)
@@ -156,14 +171,44 @@ def find_excerpt(audio: np.ndarray, n: int, rng: np.random.Generator,
         starts = np.append(starts, last)
     ms = (csum[starts + n] - csum[starts]) / n
     thr = 10.0 ** (min_rms_db / 10.0)
-    ok = np.flatnonzero(ms > thr)
+    good = ms > thr
+    if half_balance_db is not None:
+        h = n // 2
+        a_db, b_db = (10.0 * np.log10(np.maximum((csum[e] - csum[b]) / (e - b), 1e-30))
+                      for b, e in ((starts, starts + h), (starts + h, starts + n)))
+        good &= _balanced(a_db, b_db, min_rms_db, half_balance_db)
+    ok = np.flatnonzero(good)
     if len(ok) == 0:
         best = 10.0 * math.log10(max(float(ms.max()), 1e-30))
         raise SilentAudioError(
             f"audio is silent: no {n}-sample excerpt has RMS above {min_rms_db:.1f} dBFS "
+            + (f"in both halves within {half_balance_db:g} dB of each other "
+               if half_balance_db is not None else "")
+            + 
             f"(loudest excerpt {best:.1f} dBFS, {total} samples)")
     s = int(starts[ok[int(rng.integers(len(ok)))]])
     return audio[:, s:s + n]
+
+
+def _equalise_halves(x: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``x`` with its second half scaled to the first half's integrated loudness (a copy)."""
+    import pyloudnorm
+
+    h = x.shape[1] // 2
+    meter = pyloudnorm.Meter(sample_rate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pyloudnorm warns on clipping; levels only here
+        la, lb = (meter.integrated_loudness(np.ascontiguousarray(v.T, dtype=np.float64))
+                  for v in (x[:, :h], x[:, h:]))
+    y = np.array(x, dtype=np.float32)
+    if np.isfinite(la) and np.isfinite(lb):
+        y[:, h:] *= np.float32(10.0 ** ((la - lb) / 20.0))
+    return y
+
+
+def _balanced(a_db, b_db, min_db: float, balance_db: float):
+    """Both half levels above ``min_db`` and within ``balance_db`` of each other."""
+    return (a_db > min_db) & (b_db > min_db) & (np.abs(np.subtract(a_db, b_db)) <= balance_db)
 
 
 def peak_normalize(x: np.ndarray, peak_db: float = -12.0) -> np.ndarray:
@@ -444,7 +489,9 @@ def make_pair(audio: np.ndarray, rng: np.random.Generator, config: Optional[Pair
     if x.ndim == 1:
         x = x[None, :]
     L = int(cfg.length)
-    exc = find_excerpt(x, 2 * L, rng, cfg.min_rms_db, cfg.max_tries)
+    exc = find_excerpt(x, 2 * L, rng, cfg.min_rms_db, cfg.max_tries, cfg.half_balance_db)
+    if cfg.equal_half_loudness:
+        exc = _equalise_halves(exc, cfg.sample_rate)
     exc = peak_normalize(exc, cfg.peak_db)
 
     # input branch corrupts the recording; the style branch is one effect instance over
