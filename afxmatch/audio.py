@@ -50,29 +50,50 @@ class Audio:
 
 def load(path: str | os.PathLike, role: str = "input") -> Audio:
     """Read an audio file; every failure becomes an :class:`AudioFileError` naming the file."""
+    p = _check_readable(path, role)
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        info = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise _read_error(role, p, err) from None
+    if data.shape[0] == 0:
+        raise AudioFileError(f"{role} {p} contains no samples")
+    if not np.all(np.isfinite(data)):
+        raise _not_finite_error(role, p)
+    audio = Audio(np.ascontiguousarray(data.T), int(sr), p, info.format, info.subtype)
+    _check_duration(audio.duration_s, role, p)
+    if float(np.max(np.abs(data))) == 0.0:
+        raise silence_error(role, p)
+    return audio
+
+
+def _check_readable(path, role: str) -> Path:
     p = Path(path)
     if not p.exists():
         raise AudioFileError(f"{role} file not found: {p}")
     if p.is_dir():
         raise AudioFileError(f"{role} {p} is a folder, not an audio file")
-    try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
-        info = sf.info(str(p))
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        reason = str(err).split(":")[-1].strip() or "unknown format"
-        raise AudioFileError(f"{role} {p} is not a readable audio file ({reason}); "
-                             f"supported: {', '.join(READ_EXTENSIONS)}") from None
-    if data.shape[0] == 0:
-        raise AudioFileError(f"{role} {p} contains no samples")
-    if not np.all(np.isfinite(data)):
-        raise AudioFileError(f"{role} {p} contains NaN or infinite samples")
-    audio = Audio(np.ascontiguousarray(data.T), int(sr), p, info.format, info.subtype)
-    if audio.duration_s < MIN_DURATION_S:
-        raise AudioFileError(f"{role} {p} is {audio.duration_s:.2f} s long; afxmatch needs at "
+    return p
+
+
+def _read_error(role: str, p: Path, err: Exception) -> AudioFileError:
+    reason = str(err).split(":")[-1].strip() or "unknown format"
+    return AudioFileError(f"{role} {p} is not a readable audio file ({reason}); "
+                          f"supported: {', '.join(READ_EXTENSIONS)}")
+
+
+def _not_finite_error(role: str, p: Path) -> AudioFileError:
+    return AudioFileError(f"{role} {p} contains NaN or infinite samples")
+
+
+def silence_error(role: str, p) -> AudioFileError:
+    return AudioFileError(f"{role} {p} is digital silence; there is nothing to match")
+
+
+def _check_duration(duration_s: float, role: str, p: Path) -> None:
+    if duration_s < MIN_DURATION_S:
+        raise AudioFileError(f"{role} {p} is {duration_s:.2f} s long; afxmatch needs at "
                              f"least {MIN_DURATION_S} s to measure loudness and spectrum")
-    if float(np.max(np.abs(data))) == 0.0:
-        raise AudioFileError(f"{role} {p} is digital silence; there is nothing to match")
-    return audio
 
 
 def check_writable(path: str | os.PathLike, what: str, force: bool, protected=()) -> Path:
@@ -136,12 +157,16 @@ def save(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, fmt: st
          subtype: str) -> None:
     """Write ``(channels, samples)`` audio atomically. Refuses NaN/Inf and samples over full scale."""
     samples = np.asarray(samples, dtype=np.float32)
-    if not np.all(np.isfinite(samples)):
-        raise OutputError(f"refusing to write {path}: the render produced NaN/Inf samples")
-    if subtype != "FLOAT" and float(np.max(np.abs(samples))) > 1.0:
-        raise OutputError(f"refusing to write {path}: samples exceed full scale for {subtype}")
+    _check_output_samples(path, samples, subtype)
     atomic_write_bytes(Path(path), lambda tmp: sf.write(tmp, samples.T, int(sample_rate),
                                                         format=fmt, subtype=subtype))
+
+
+def _check_output_samples(path, samples: np.ndarray, subtype: str) -> None:
+    if not np.all(np.isfinite(samples)):
+        raise OutputError(f"refusing to write {path}: the render produced NaN/Inf samples")
+    if subtype != "FLOAT" and samples.size and float(np.max(np.abs(samples))) > 1.0:
+        raise OutputError(f"refusing to write {path}: samples exceed full scale for {subtype}")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -149,3 +174,95 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
     atomic_write_bytes(Path(path), write)
+
+
+# --- long files: facts without the samples, blocks, windows, streamed writes ----------
+
+
+@dataclass
+class AudioInfo:
+    """What :class:`Audio` says about a file, without its samples (for long files)."""
+
+    sample_rate: int
+    channels: int
+    n_samples: int
+    path: Path | None = None
+    format: str | None = None
+    subtype: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / float(self.sample_rate)
+
+
+def info(path: str | os.PathLike, role: str = "input") -> AudioInfo:
+    """The file's rate, channels and length (header only); the errors :func:`load` gives
+    for a missing, unreadable, empty or too short file. Silence and NaN are found while
+    reading (:func:`iter_blocks`)."""
+    p = _check_readable(path, role)
+    try:
+        i = sf.info(str(p))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise _read_error(role, p, err) from None
+    if i.frames <= 0:
+        raise AudioFileError(f"{role} {p} contains no samples")
+    out = AudioInfo(int(i.samplerate), int(i.channels), int(i.frames), p, i.format, i.subtype)
+    _check_duration(out.duration_s, role, p)
+    return out
+
+
+def iter_blocks(src: AudioInfo, role: str, block_frames: int):
+    """Yield the file's samples as float32 ``(channels, n)`` blocks of ``block_frames``
+    (the last one shorter), exactly ``src.n_samples`` in all. Raises
+    :class:`AudioFileError` for NaN/Inf samples or a file shorter than its header says."""
+    p = src.path
+    got = 0
+    try:
+        for block in sf.blocks(str(p), blocksize=int(block_frames), dtype="float32", always_2d=True):
+            block = block[: src.n_samples - got]
+            if not np.all(np.isfinite(block)):
+                raise _not_finite_error(role, p)
+            got += block.shape[0]
+            yield np.ascontiguousarray(block.T)
+            if got >= src.n_samples:
+                break
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise _read_error(role, p, err) from None
+    if got < src.n_samples:
+        raise AudioFileError(f"{role} {p} ended after {got} of the {src.n_samples} frames its "
+                             "header announces; the file is truncated or damaged")
+
+
+def read_frames(src: AudioInfo, role: str, start: int, frames: int) -> np.ndarray:
+    """``frames`` samples from ``start`` (fewer at the end) as float32 ``(channels, n)``,
+    by seeking: only those frames are read."""
+    try:
+        with sf.SoundFile(str(src.path)) as fh:
+            fh.seek(int(start))
+            data = fh.read(int(min(frames, src.n_samples - start)), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise _read_error(role, src.path, err) from None
+    if not np.all(np.isfinite(data)):
+        raise _not_finite_error(role, src.path)
+    return np.ascontiguousarray(data.T)
+
+
+def save_blocks(path: str | os.PathLike, blocks, sample_rate: int, channels: int, fmt: str,
+                subtype: str) -> int:
+    """Write an iterable of ``(channels, n)`` blocks atomically, as :func:`save` writes a
+    whole array: each block is checked (no NaN/Inf, nothing over full scale) before it is
+    written to a temporary file in the target folder; on any error or interrupt the
+    temporary file is removed and nothing appears at ``path``. Returns the frames written."""
+    written = 0
+
+    def write(tmp: str) -> None:
+        nonlocal written
+        with sf.SoundFile(tmp, "w", int(sample_rate), int(channels), subtype=subtype, format=fmt) as fh:
+            for block in blocks:
+                block = np.asarray(block, dtype=np.float32)
+                _check_output_samples(path, block, subtype)
+                fh.write(block.T)
+                written += block.shape[1]
+
+    atomic_write_bytes(Path(path), write)
+    return written

@@ -53,18 +53,32 @@ def k_weight(x: np.ndarray, sample_rate: float) -> torch.Tensor:
     return y[0]
 
 
+def hop_length(sample_rate: float) -> tuple[int, int]:
+    """``(hop, per_block)``: the 100 ms hop in samples and how many hops make a 400 ms block."""
+    return int(round(BLOCK_S * (1 - OVERLAP) * sample_rate)), int(round(1 / (1 - OVERLAP)))
+
+
 def integrated_loudness(samples: np.ndarray, sample_rate: float) -> float:
     """Integrated loudness in LUFS of ``(channels, n)`` audio; ``-inf`` when all gated."""
     x = np.asarray(samples)
     channels, n = x.shape
-    hop = int(round(BLOCK_S * (1 - OVERLAP) * sample_rate))
-    per_block = int(round(1 / (1 - OVERLAP)))  # 4 hops of 100 ms make a 400 ms block
-    block = per_block * hop
-    if n < block:
+    hop, per_block = hop_length(sample_rate)
+    if n < per_block * hop:
         return float("-inf")
     y = k_weight(x, sample_rate)
     n_hops = n // hop
     hops = (y[:, : n_hops * hop].reshape(channels, n_hops, hop) ** 2).sum(-1, dtype=torch.float64).numpy()
+    return loudness_from_hops(hops, sample_rate)
+
+
+def loudness_from_hops(hops: np.ndarray, sample_rate: float) -> float:
+    """Integrated loudness (LUFS) from ``(channels, n_hops)`` K-weighted energies (sums of
+    squares) of consecutive 100 ms hops: 400 ms blocks, then the two gates."""
+    hop, per_block = hop_length(sample_rate)
+    channels, n_hops = hops.shape
+    if n_hops < per_block:
+        return float("-inf")
+    block = per_block * hop
     z = sum(hops[:, i: n_hops - per_block + 1 + i] for i in range(per_block)) / block  # (channels, blocks)
     weights = np.array(CHANNEL_WEIGHTS[:channels] + (1.0,) * max(0, channels - 5))[:, None]
     energy = (weights * z).sum(axis=0)

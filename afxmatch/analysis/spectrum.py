@@ -24,22 +24,46 @@ def welch_power(samples: np.ndarray, sample_rate: float,
     long files at most ``max_segments`` segments, spread evenly over the whole file, so the
     cost is bounded and the estimate still covers the file from start to end.
     """
+    nper, starts, window = welch_plan(samples.shape[-1], sample_rate, max_segments)
+    x = np.asarray(samples, dtype=np.float32)
+    power = np.zeros(nper // 2 + 1)
+    for chunk in welch_chunks(starts):
+        power += frames_power(np.stack([x[:, s:s + nper] for s in chunk], axis=1), window)
+    return welch_density(power, len(starts), x.shape[0], sample_rate, window)
+
+
+def welch_plan(n: int, sample_rate: float, max_segments: int = MAX_SEGMENTS):
+    """``(nper, starts, window)`` of :func:`welch_power` for a signal of ``n`` samples: the
+    segment length, the segments' start indices and the float32 Hann window."""
     nper = int(2 ** np.round(np.log2(sample_rate * 16384 / 44100.0)))
-    n = samples.shape[-1]
     nper = max(256, min(nper, n))
     starts = np.arange(0, n - nper + 1, nper // 2)
     if len(starts) > max_segments:
         starts = starts[np.linspace(0, len(starts) - 1, max_segments).round().astype(int)]
-    window = np.hanning(nper + 1)[:-1].astype(np.float32)
-    power = np.zeros(nper // 2 + 1)
-    x = np.asarray(samples, dtype=np.float32)
-    for chunk in np.array_split(starts, max(1, len(starts) // 32)):
-        frames = np.stack([x[:, s:s + nper] for s in chunk], axis=1) * window  # (ch, k, nper)
-        spec = sp_fft.rfft(frames, axis=-1)
-        power += (spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2).sum(axis=(0, 1))
-    power /= len(starts) * x.shape[0] * sample_rate * float(np.sum(window.astype(np.float64) ** 2))
+    return nper, starts, np.hanning(nper + 1)[:-1].astype(np.float32)
+
+
+def welch_chunks(starts: np.ndarray) -> list[np.ndarray]:
+    """The groups of segment starts transformed together (~32 segments each). A streamed
+    measurement uses the same groups, so its sums are bit-identical to :func:`welch_power`'s
+    (the least-squares EQ fit downstream amplifies even 1e-15 differences)."""
+    return [c for c in np.array_split(starts, max(1, len(starts) // 32)) if len(c)]
+
+
+def frames_power(frames: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """Sum over channels and segments of the windowed ``(channels, k, nper)`` float32
+    frames' squared FFT magnitudes, float64 ``(nper // 2 + 1,)``."""
+    spec = sp_fft.rfft(frames * window, axis=-1)
+    return (spec.real.astype(np.float64) ** 2 + spec.imag.astype(np.float64) ** 2).sum(axis=(0, 1))
+
+
+def welch_density(power: np.ndarray, segments: int, channels: int, sample_rate: float,
+                  window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(freqs_hz, one-sided power density)`` from the :func:`frames_power` sum over
+    ``segments`` segments of ``channels`` channels."""
+    power = power / (segments * channels * sample_rate * float(np.sum(window.astype(np.float64) ** 2)))
     power[1:-1] *= 2  # one-sided density
-    return np.fft.rfftfreq(nper, 1.0 / sample_rate), power
+    return np.fft.rfftfreq(len(window), 1.0 / sample_rate), power
 
 
 def smooth_on_grid(freqs: np.ndarray, power: np.ndarray, grid: np.ndarray,

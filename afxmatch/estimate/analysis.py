@@ -180,19 +180,19 @@ def estimate_analysis(inp: Features, ref: Features, sample_rate: float,
     return params
 
 
-def analysis_prior(x: np.ndarray, sample_rate: float, ref: np.ndarray, ref_rate: float,
+def analysis_prior(x: np.ndarray | None, sample_rate: float, ref: np.ndarray | None, ref_rate: float,
                    inp: Features | None = None, ref_features: Features | None = None,
-                   starts: int = 1) -> dict[str, float]:
+                   starts: int = 1, eq_levels=None) -> dict[str, float]:
     """The analysis estimate (EQ + compressor, output gain left neutral) used as the learned
     model's starting point; one fit start, so it is cheap enough to make for every
-    training pair. ``x``/``ref`` are ``(channels, samples)``; features are measured unless given."""
+    training pair. ``x``/``ref`` are ``(channels, samples)``; features are measured unless
+    given, and ``eq_levels`` (see :func:`estimate_analysis`) made from ``x`` unless given."""
     from .. import analysis
 
     inp = inp if inp is not None else analysis.measure(x, sample_rate)
     ref_features = ref_features if ref_features is not None else analysis.measure(ref, ref_rate)
-
-    params = estimate_analysis(inp, ref_features, sample_rate, eq_levels=eq_levels_fn(x, sample_rate),
-                               starts=starts)
+    eq_levels = eq_levels if eq_levels is not None else eq_levels_fn(x, sample_rate)
+    params = estimate_analysis(inp, ref_features, sample_rate, eq_levels=eq_levels, starts=starts)
     return ParamSpace(sample_rate).validate(params, clip=True)
 
 
@@ -200,14 +200,22 @@ LEVEL_SAMPLE_S = 30.0  # seconds of audio the compressor fit looks at on long fi
 LEVEL_SEGMENT_S = 1.0
 
 
+def level_sample_starts(n: int, sample_rate: float) -> tuple[np.ndarray | None, int]:
+    """``(starts, segment_length)`` of :func:`level_sample` for ``n`` samples; ``starts``
+    is None when the whole signal is the sample."""
+    seg = int(LEVEL_SEGMENT_S * sample_rate)
+    count = int(LEVEL_SAMPLE_S / LEVEL_SEGMENT_S)
+    if n <= 2 * count * seg:
+        return None, seg
+    return np.linspace(0, n - seg, count).astype(int), seg
+
+
 def level_sample(x: np.ndarray, sample_rate: float) -> np.ndarray:
     """``x`` itself when short; else ~``LEVEL_SAMPLE_S`` of 1 s segments spread evenly over
     the whole file (an unbiased sample of its level distribution), ``(channels, n)``."""
-    seg = int(LEVEL_SEGMENT_S * sample_rate)
-    count = int(LEVEL_SAMPLE_S / LEVEL_SEGMENT_S)
-    if x.shape[-1] <= 2 * count * seg:
+    starts, seg = level_sample_starts(x.shape[-1], sample_rate)
+    if starts is None:
         return x
-    starts = np.linspace(0, x.shape[-1] - seg, count).astype(int)
     return np.concatenate([x[:, s:s + seg] for s in starts], axis=-1)
 
 
@@ -215,9 +223,15 @@ def eq_levels_fn(x: np.ndarray, sample_rate: float):
     """``params -> (frame_rms_db, frame_peak_db, sample_peak_db)`` of ``x`` after the EQ in
     ``params``: what the compressor will see (levels from :func:`level_sample`, the sample
     peak of the whole EQ'd sample)."""
+    return eq_levels_of_sample(level_sample(x, sample_rate), sample_rate)
+
+
+def eq_levels_of_sample(sample: np.ndarray, sample_rate: float):
+    """:func:`eq_levels_fn` given the level sample itself (a long file's segments read
+    from disk), ``(channels, n)``."""
     from .. import analysis
 
-    sample = torch.from_numpy(np.ascontiguousarray(level_sample(x, sample_rate), dtype=np.float32))[None]
+    sample = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))[None]
 
     def levels(p):
         with torch.no_grad():

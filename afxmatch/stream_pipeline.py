@@ -1,0 +1,282 @@
+"""Match long files in bounded memory: :func:`afxmatch.pipeline.match_file` comes here when
+the input (or the reference) is longer than :data:`STREAM_ABOVE_CHANNEL_S` channel-seconds
+(duration x channels; ``MatchOptions.stream_above_s`` overrides it, 0 = always).
+
+The result equals the in-memory path (``match_arrays`` + ``audio.save``) to float rounding
+(``tests/test_stream_pipeline.py``: output within 1e-4, same report), while no more than a
+few blocks of audio are held at a time:
+
+1. Measure: the input is read once, block by block (``audio.iter_blocks``), into
+   :class:`~afxmatch.analysis.stream.FeatureAccumulator` (the same ``Features`` as
+   ``analysis.measure``) and, for ``--method model``, into the mono hop energies from
+   which the model's windows are chosen. The reference likewise, unless the caller
+   already has it in memory (batch work caches it).
+2. Estimate on windows read from across the whole file by seeking (``audio.read_frames``):
+   the compressor fit's level sample (``estimate.analysis.level_sample_starts``) and the
+   model's windows (``estimate.model.choose_windows_long``): the same windows, so the same
+   parameters, as in memory.
+3. Render pass 1, with ``out_gain_db = 0``, through
+   :class:`~afxmatch.render.stream.StreamRenderer`, measured on the fly (nothing stored);
+   then :func:`afxmatch.pipeline.output_gain`.
+4. Render pass 2, the gain applied block by block, then an optional block post-processor
+   (``finish``: anything with ``process(block) -> block`` and ``flush() -> block``, e.g. a
+   streaming limiter), written by ``audio.save_blocks``: a temporary file in the output's
+   folder, renamed into place only when complete (removed on any error or Ctrl-C).
+
+Each pass costs one decode of the input (three in all, plus the windows), so this is
+slower than the in-memory path on files that fit; that is why it is used only above the
+threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator, Protocol
+
+import numpy as np
+
+from . import audio
+from .pipeline import MatchResult, Progress, load_default_model, output_gain
+from .params import ParamSpace
+
+# Above this many channel-seconds (duration x channels) of input or reference, match_file
+# streams. 480 = 4 min stereo / 8 min mono. The in-memory path is about twice as fast (one
+# decode, one render) but its peak RSS grows ~175 MiB per stereo 48 kHz minute (752 MiB
+# at 2 min, 2147 MiB at 10 min; benchmarks/results/long_file.md): at 4 min, ~1.1 GiB.
+STREAM_ABOVE_CHANNEL_S = 480.0
+BLOCK_FRAMES = 1 << 16   # frames per block read, rendered and written
+
+
+class BlockProcessor(Protocol):
+    """A streaming stage after the gain (e.g. a limiter): may delay its output, but the
+    total it returns over ``process`` calls and one ``flush`` has the input's length."""
+
+    def process(self, block: np.ndarray) -> np.ndarray: ...
+
+    def flush(self) -> np.ndarray: ...
+
+
+@dataclass
+class _Source:
+    """One signal to read in blocks or windows: a file (``info``) or samples in memory."""
+
+    role: str
+    info: audio.AudioInfo | None = None
+    memory: audio.Audio | None = None
+
+    @property
+    def facts(self):
+        """What the report's file facts read (``Audio`` or ``AudioInfo``)."""
+        return self.memory if self.memory is not None else self.info
+
+    @property
+    def sample_rate(self) -> int:
+        return self.facts.sample_rate
+
+    @property
+    def channels(self) -> int:
+        return self.facts.channels
+
+    @property
+    def n(self) -> int:
+        return self.facts.n_samples
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        if self.memory is None:
+            yield from audio.iter_blocks(self.info, self.role, BLOCK_FRAMES)
+            return
+        for i in range(0, self.n, BLOCK_FRAMES):
+            yield self.memory.samples[:, i:i + BLOCK_FRAMES]
+
+    def read(self, start: int, frames: int) -> np.ndarray:
+        if self.memory is None:
+            return audio.read_frames(self.info, self.role, start, frames)
+        return self.memory.samples[:, start:start + frames]
+
+
+STREAMED_METHODS = ("model", "analysis")
+STREAMED_BACKENDS = ("torch", "pedalboard")
+
+
+def streams(options) -> bool:
+    """Whether the streamed path supports these options' method and backend (the others,
+    black-box search and the VST3 backend, run in memory whatever the length)."""
+    return options.method in STREAMED_METHODS and options.backend in STREAMED_BACKENDS
+
+
+def long_file_infos(input_path, reference_path, reference, threshold_s: float | None):
+    """``(input_info, reference_info or None)`` when the input, or the reference that is not
+    already in memory (``reference``), is longer than the threshold (channel-seconds);
+    None when the in-memory path should run."""
+    threshold = STREAM_ABOVE_CHANNEL_S if threshold_s is None else float(threshold_s)
+    inp = audio.info(input_path, "input")
+    ref = audio.info(reference_path, "reference") if reference is None else None
+    if max(inp.duration_s * inp.channels, ref.duration_s * ref.channels if ref else 0.0) > threshold:
+        return inp, ref
+    return None
+
+
+class _ModelWindows:
+    """The model's windows of a long signal: mono hop energies and peak gathered while the
+    measuring pass streams by (``add``), then only the chosen windows read (``windows``)."""
+
+    def __init__(self, src: _Source, win: int):
+        from .estimate import model
+
+        self.m, self.src, self.win = model, src, win
+        self.src_win = model.source_window(src.sample_rate, win)
+        self.hop = model.window_hop(self.src_win)
+        self.rest = np.zeros(0, np.float32)
+        self.energies: list[np.ndarray] = []
+        self.peak = 0.0
+
+    def add(self, block: np.ndarray) -> None:
+        mono = np.asarray(block, dtype=np.float32).mean(axis=0)
+        if mono.size:
+            self.peak = max(self.peak, float(np.max(np.abs(mono))))
+        x = np.concatenate([self.rest, mono])
+        k = x.shape[0] // self.hop
+        self.energies.append(self.m.hop_energies(x[: k * self.hop], self.hop))
+        self.rest = x[k * self.hop:]
+
+    def windows(self) -> tuple[np.ndarray, float]:
+        """``((n, win) windows at 44.1 kHz, full-length mono peak)`` as
+        ``estimate.model._windows_at_model_rate`` gives on the whole signal."""
+        n, src_win = self.src.n, self.src_win
+        if n <= src_win * self.m.MAX_WINDOWS:   # short: the whole signal is a few windows
+            starts = self.m.choose_windows(self.src.read(0, n).mean(axis=0), src_win)
+        else:
+            starts = self.m.choose_windows_long(np.concatenate(self.energies), n, src_win)
+        segments = [self.src.read(s, src_win).mean(axis=0) for s in starts]
+        return self.m.to_model_rate(segments, self.src.sample_rate, self.win), self.peak
+
+
+def _measure(src: _Source, taps=()):
+    """One pass over ``src``: its ``Features``; every block also goes to each tap."""
+    from .analysis.stream import FeatureAccumulator
+
+    acc = FeatureAccumulator(src.sample_rate, src.channels, src.n)
+    for block in src.blocks():
+        acc.add(block)
+        for tap in taps:
+            tap.add(block)
+    features = acc.result()
+    if not np.isfinite(features.peak_db):
+        raise audio.silence_error(src.role, src.info.path if src.info else src.memory.path)
+    return features
+
+
+def _level_sample(src: _Source) -> np.ndarray:
+    """``estimate.analysis.level_sample`` of the source, reading only its segments."""
+    from .estimate.analysis import level_sample_starts
+
+    starts, seg = level_sample_starts(src.n, src.sample_rate)
+    if starts is None:
+        return src.read(0, src.n)
+    return np.concatenate([src.read(int(s), seg) for s in starts], axis=-1)
+
+
+def _render_blocks(src: _Source, params: dict, backend: str, gain_db: float = 0.0,
+                   finish: BlockProcessor | None = None) -> Iterator[np.ndarray]:
+    """The chain's output, block by block: ``params`` rendered with ``out_gain_db = 0``,
+    times ``gain_db`` (as ``match_arrays`` applies it), then ``finish``."""
+    from .render.stream import StreamRenderer
+
+    renderer = StreamRenderer(src.sample_rate, src.channels, {**params, "out_gain_db": 0.0}, backend)
+    g = np.float32(10 ** (gain_db / 20))
+
+    def stage(y: np.ndarray, last: bool) -> np.ndarray:
+        if gain_db:
+            y = y * g
+        if finish is not None:
+            y = finish.process(y)
+            if last:
+                y = np.concatenate([y, finish.flush()], axis=1)
+        return y
+
+    for block in src.blocks():
+        y = stage(renderer.process(block), False)
+        if y.shape[-1]:
+            yield y
+    y = stage(renderer.flush(), True)
+    if y.shape[-1]:
+        yield y
+
+
+def match_streamed(infos, out_path, fmt: str, subtype: str, options,
+                   progress: Progress | None = None, reference=None,
+                   finish: BlockProcessor | None = None):
+    """The streamed twin of ``match_arrays`` + ``audio.save`` for :func:`match_file`.
+
+    ``infos``: from :func:`long_file_infos`; ``reference``: ``(Audio, Features)`` already
+    loaded and measured, or None. Writes ``out_path`` atomically and returns
+    ``(input_facts, reference_facts, MatchResult, timings)``; the result's ``output`` is
+    None (the audio went to disk block by block).
+    """
+    from .estimate.analysis import analysis_prior, eq_levels_of_sample, estimate_analysis
+
+    say = progress or (lambda stage: None)
+    inp_info, ref_info = infos
+    src = _Source("input", info=inp_info)
+    ref = _Source("reference", info=ref_info) if reference is None else \
+        _Source("reference", memory=reference[0])
+    sr = src.sample_rate
+    timings = {"load": 0.0}
+
+    t = time.perf_counter()
+    say("analysing")
+    net = config = model_info = None
+    taps, ref_taps = [], []
+    if options.method == "model":
+        from .estimate.model import model_window
+
+        net, config, model_info = load_default_model(options.model_path)
+        taps = [_ModelWindows(src, model_window(config))]
+        ref_taps = [_ModelWindows(ref, model_window(config))] if reference is None else []
+    f_in = _measure(src, taps)
+    f_ref = _measure(ref, ref_taps) if reference is None else reference[1]
+    timings["analyse"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("estimating parameters")
+    eq_levels = eq_levels_of_sample(_level_sample(src), sr)
+    if options.method == "model":
+        from .estimate.model import _windows_at_model_rate, estimate_from_windows
+
+        prior = analysis_prior(None, sr, None, ref.sample_rate, f_in, f_ref, eq_levels=eq_levels) \
+            if net.residual else None
+        xw, x_peak = taps[0].windows()
+        rw, r_peak = ref_taps[0].windows() if ref_taps else \
+            _windows_at_model_rate(ref.memory.samples, ref.sample_rate, model_window(config))
+        params = estimate_from_windows(xw, x_peak, sr, rw, r_peak, net, prior)
+    else:
+        params = estimate_analysis(f_in, f_ref, sr, eq_levels=eq_levels)
+    params = ParamSpace(sr).validate(params, clip=True)
+    params["out_gain_db"] = 0.0
+    timings["estimate"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("rendering")
+    from .analysis.stream import FeatureAccumulator
+
+    acc = FeatureAccumulator(sr, src.channels, src.n)
+    for y in _render_blocks(src, params, options.backend):
+        acc.add(y)
+    f_rendered = acc.result()
+    timings["render"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, f_ref.loudness_lufs, sr)
+    params["out_gain_db"] = gain
+    f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
+    timings["measure_output"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say("writing")
+    audio.save_blocks(out_path, _render_blocks(src, params, options.backend, gain, finish),
+                      sr, src.channels, fmt, subtype)
+    timings["write"] = time.perf_counter() - t
+    result = MatchResult(None, params, safety, {"input": f_in, "reference": f_ref, "output": f_out},
+                         {}, model_info)
+    return src.facts, ref.facts, result, timings
