@@ -1,0 +1,238 @@
+"""--amount, several references and the mastering finish (--loudness / --true-peak).
+
+Loudness is checked with pyloudnorm and true peak with scipy's resample_poly (x4), both
+independent of afxmatch's own meters."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+import torch
+from scipy.signal import resample_poly
+
+from afxmatch.amount import apply_amount, scaled_target_lufs
+from afxmatch.analysis import measure, style_distances
+from afxmatch.analysis.combine import FRAMES_PER_REFERENCE, combine_features
+from afxmatch.dsp.compressor import static_curve_db
+from afxmatch.errors import InvalidParameterError
+from afxmatch.finish import DEFAULT_CEILING_DBTP, check_options, finish_spec
+from afxmatch.params import ParamSpace
+from afxmatch.pipeline import MatchOptions, match_arrays, match_file
+
+from audio_fixtures import EXAMPLE_INPUT, EXAMPLE_REFERENCE, write_tone
+
+SR = 44100
+
+
+def lufs(y: np.ndarray, sr: int) -> float:
+    return pyloudnorm.Meter(sr).integrated_loudness(np.asarray(y, dtype=np.float64).T)
+
+
+def scipy_true_peak_db(y: np.ndarray) -> float:
+    return 20 * np.log10(max(np.abs(resample_poly(np.asarray(c, np.float64), 4, 1)).max() for c in y))
+
+
+# -- amount -------------------------------------------------------------------------------
+
+def estimate_like(sr=SR) -> dict:
+    p = ParamSpace(sr).defaults()
+    p.update(ls_gain_db=6.0, p2_gain_db=-9.0, p2_freq_hz=1200.0, p2_q=2.0, hs_gain_db=4.0,
+             comp_threshold_db=-30.0, comp_ratio=4.0, comp_attack_ms=3.0, comp_makeup_db=5.0,
+             out_gain_db=-2.0)
+    return p
+
+
+def test_amount_interpolates_from_neutral_to_the_estimate():
+    est = estimate_like()
+    neutral = ParamSpace(SR).defaults()
+    assert apply_amount(est, 1.0, SR) == est
+    zero = apply_amount(est, 0.0, SR)
+    for name in ("ls_gain_db", "p2_gain_db", "hs_gain_db", "comp_makeup_db", "out_gain_db", "comp_ratio"):
+        assert zero[name] == neutral[name]
+    half = apply_amount(est, 0.5, SR)
+    assert half["p2_gain_db"] == -4.5 and half["ls_gain_db"] == 3.0 and half["comp_makeup_db"] == 2.5
+    for name in ("p2_freq_hz", "p2_q", "comp_threshold_db", "comp_attack_ms", "comp_release_ms", "comp_knee_db"):
+        assert half[name] == est[name] and zero[name] == est[name]
+    # the compressor's static gain reduction scales exactly with the amount
+    levels = torch.linspace(-60, 0, 61, dtype=torch.float64)
+    curve = lambda p: static_curve_db(levels, torch.tensor(p["comp_threshold_db"]),  # noqa: E731
+                                      torch.tensor(p["comp_ratio"]), torch.tensor(0.0))
+    for a in (0.25, 0.5, 0.8):
+        assert torch.allclose(curve(apply_amount(est, a, SR)), a * curve(est), atol=1e-9)
+    assert scaled_target_lufs(-30.0, -10.0, 0.25) == -25.0
+    assert scaled_target_lufs(-30.0, -10.0, 1.0) == -10.0 and scaled_target_lufs(-30.0, -10.0, 0.0) == -30.0
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(amount=1.5), "--amount"), (dict(amount=-0.1), "--amount"), (dict(amount=float("nan")), "--amount"),
+    (dict(loudness_lufs=3.0), "--loudness"), (dict(loudness_lufs=-80.0), "--loudness"),
+    (dict(true_peak_dbtp=0.5), "--true-peak"), (dict(true_peak_dbtp=float("inf")), "--true-peak"),
+])
+def test_out_of_range_options_are_clear_errors(kwargs, fragment):
+    with pytest.raises(InvalidParameterError, match=fragment):
+        check_options(**kwargs)
+
+
+def test_finish_spec_defaults():
+    assert finish_spec(None, None, -12.0) is None
+    only_loudness = finish_spec(-14.0, None, -12.0)
+    assert (only_loudness.target_lufs, only_loudness.ceiling_dbtp) == (-14.0, DEFAULT_CEILING_DBTP)
+    only_peak = finish_spec(None, -2.0, -12.0)
+    assert (only_peak.target_lufs, only_peak.ceiling_dbtp, only_peak.target_source) == (-12.0, -2.0, "reference")
+
+
+# -- several references -------------------------------------------------------------------
+
+def noise(sr: int, seconds: float, tilt_db_per_oct: float, level: float, seed: int, channels=1):
+    """Noise with a spectral tilt (dB/octave), for spectra with known shapes."""
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    spec = rng.standard_normal((channels, n // 2 + 1)) + 1j * rng.standard_normal((channels, n // 2 + 1))
+    f = np.fft.rfftfreq(n, 1 / sr)
+    spec *= (np.maximum(f, 20.0) / 1000.0) ** (tilt_db_per_oct / 6.0206)
+    x = np.fft.irfft(spec, n=n)
+    return (level * x / np.abs(x).max()).astype(np.float32)
+
+
+def test_common_style_is_the_mean_db_spectrum_mean_loudness_and_equal_weight_dynamics():
+    a = measure(noise(SR, 4.0, -3.0, 0.5, 1), SR)
+    b = measure(noise(48000, 1.5, +3.0, 0.05, 2, channels=2), 48000)
+    c = combine_features([a, b])
+    assert c.sample_rate == SR and np.array_equal(c.freqs_hz, a.freqs_hz)
+    assert c.loudness_lufs == pytest.approx((a.loudness_lufs + b.loudness_lufs) / 2)
+    # the dB mean of a -3 and a +3 dB/oct tilt is flat: shape of the mean, whatever the levels
+    grid = np.geomspace(100, 10000, 30)
+    slope = np.polyfit(np.log2(grid), c.spectrum_db(grid, 1 / 3), 1)[0]
+    assert abs(slope) < 0.3
+    expected = (a.spectrum_db(grid, 1 / 3) + np.interp(grid, grid, b.spectrum_db(grid, 1 / 3))) / 2
+    assert np.allclose(c.spectrum_db(grid, 1 / 3) - c.spectrum_db(grid, 1 / 3).mean(),
+                       expected - expected.mean(), atol=0.5)
+    # each reference gives the same number of frames, after moving to the common loudness
+    assert c.frame_rms_db.size == 2 * FRAMES_PER_REFERENCE
+    assert np.median(c.frame_rms_db[:FRAMES_PER_REFERENCE]) == pytest.approx(
+        np.median(a.frame_rms_db) + c.loudness_lufs - a.loudness_lufs, abs=0.05)
+    assert c.peak_db - c.loudness_lufs == pytest.approx(
+        ((a.peak_db - a.loudness_lufs) + (b.peak_db - b.loudness_lufs)) / 2)
+    assert combine_features([a]) is a
+
+
+def test_several_references_through_match_file(tmp_path):
+    r1 = write_tone(tmp_path / "bright.wav", tilt=2.0, seed=1)
+    r2 = write_tone(tmp_path / "dark.flac", sr=48000, channels=1, seed=2)
+    inp = write_tone(tmp_path / "in.wav", seconds=3.0, seed=3)
+    out = tmp_path / "out.wav"
+    report = match_file(inp, [r1, r2], out, MatchOptions(method="model"))
+    assert [r["path"] for r in report["references"]] == [str(r1), str(r2)]
+    assert report["reference"]["combined_from"] == 2
+    mean = np.mean([r["integrated_lufs"] for r in report["references"]])
+    assert report["reference"]["integrated_lufs"] == pytest.approx(mean, abs=0.02)
+    assert report["output"]["integrated_lufs"] == pytest.approx(mean, abs=0.1)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["references"][1]["sample_rate"] == 48000
+    # one reference keeps the one-reference report
+    single = match_file(inp, r1, tmp_path / "one.wav", MatchOptions(method="model"))
+    assert "references" not in single and single["reference"]["path"] == str(r1)
+
+
+def test_several_references_with_the_model_pool_windows(example_input, example_reference):
+    x, sr = example_input
+    r, rsr = example_reference
+    x = x[:, : 3 * sr]
+    bright = noise(SR, 3.0, +2.0, 0.5, 4)
+    res = match_arrays(x, sr, [r, bright], [rsr, SR], method="model")
+    one = match_arrays(x, sr, r, rsr, method="model")
+    assert len(res.features["references"]) == 2
+    assert res.params != one.params                       # the second reference changed the estimate
+    assert np.isfinite(res.output).all()
+
+
+# -- amount and finish through the pipeline -----------------------------------------------
+
+@pytest.mark.parametrize("method", ["analysis", "model"])
+def test_amount_zero_returns_the_input(example_input, example_reference, method):
+    x, sr = example_input
+    r, rsr = example_reference
+    x = x[:, : 3 * sr]
+    res = match_arrays(x, sr, r, rsr, method=method, amount=0.0)
+    assert np.abs(res.output - x).max() <= 1e-6
+    assert res.params["out_gain_db"] == 0.0 and res.params["comp_ratio"] == 1.0
+
+
+def test_no_options_keep_the_plain_match(example_input, example_reference):
+    x, sr = example_input
+    r, rsr = example_reference
+    plain = match_arrays(x, sr, r, rsr, method="model")
+    same = match_arrays(x, sr, r, rsr, method="model", amount=1.0, loudness_lufs=None, true_peak_dbtp=None)
+    assert np.array_equal(plain.output, same.output) and plain.params == same.params
+    assert plain.finish is None and plain.safety["peak_ceiling_dbfs"] == -0.1
+
+
+def check_finish(res, sr, target=-14.0, ceiling=-1.0):
+    assert lufs(res.output, sr) == pytest.approx(target, abs=0.5)
+    assert scipy_true_peak_db(res.output) <= ceiling
+    fin = res.finish
+    assert fin["output_lufs"] == pytest.approx(lufs(res.output, sr), abs=0.1)
+    assert fin["output_true_peak_dbtp"] <= ceiling and fin["target_reached"]
+    assert fin["limiter"]["max_gain_reduction_db"] >= fin["limiter"]["mean_gain_reduction_db"] >= 0
+
+
+def test_loudness_and_true_peak_on_the_example_model(example_input, example_reference):
+    x, sr = example_input
+    r, rsr = example_reference
+    res = match_arrays(x, sr, r, rsr, method="model", loudness_lufs=-14.0, true_peak_dbtp=-1.0)
+    check_finish(res, sr)
+
+
+@pytest.mark.slow
+def test_loudness_and_true_peak_on_the_example_analysis(example_input, example_reference, tmp_path):
+    x, sr = example_input
+    r, rsr = example_reference
+    res = match_arrays(x, sr, r, rsr, method="analysis", loudness_lufs=-14.0, true_peak_dbtp=-1.0)
+    check_finish(res, sr)
+    # --true-peak alone: the reference's loudness under the ceiling (the limiter replaces the gain cut)
+    tp_only = match_arrays(x, sr, r, rsr, method="analysis", true_peak_dbtp=-1.0)
+    assert lufs(tp_only.output, sr) == pytest.approx(lufs(r, rsr), abs=0.5)
+    assert scipy_true_peak_db(tp_only.output) <= -1.0
+    # --loudness alone implies the -1 dBTP ceiling; written as 16-bit, still under it
+    out = tmp_path / "out.wav"
+    report = match_file(EXAMPLE_INPUT, EXAMPLE_REFERENCE, out,
+                        MatchOptions(method="analysis", loudness=-14.0, subtype="PCM_16"))
+    y, ysr = sf.read(out, dtype="float64", always_2d=True)
+    assert lufs(y.T, ysr) == pytest.approx(-14.0, abs=0.5) and scipy_true_peak_db(y.T) <= -1.0
+    assert report["finish"]["ceiling_source"] == "default"
+
+
+@pytest.mark.parametrize("method", [pytest.param("analysis", marks=pytest.mark.slow), "model"])
+def test_half_amount_lands_between_input_and_full_match(example_input, example_reference, method):
+    x, sr = example_input
+    r, rsr = example_reference
+    dist = {}
+    for a in (0.0, 0.5, 1.0):
+        f = match_arrays(x, sr, r, rsr, method=method, amount=a).features
+        dist[a] = style_distances(f["output"], f["reference"])
+    for key in dist[0.0]:
+        lo, hi = sorted((dist[0.0][key], dist[1.0][key]))
+        assert lo < dist[0.5][key] < hi, (key, dist)
+
+
+@pytest.mark.slow
+def test_cli_finish_amount_and_repeated_ref(tmp_path):
+    out = tmp_path / "out.wav"
+    proc = subprocess.run([sys.executable, "-m", "afxmatch", str(EXAMPLE_INPUT), "--ref", str(EXAMPLE_REFERENCE),
+                           "--ref", str(EXAMPLE_INPUT), "-o", str(out), "--amount", "0.7",
+                           "--loudness", "-16", "--true-peak", "-1.5", "--method", "analysis"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["amount"] == 0.7 and len(report["references"]) == 2
+    y, sr = sf.read(out, dtype="float64", always_2d=True)
+    assert lufs(y.T, sr) == pytest.approx(-16.0, abs=0.5) and scipy_true_peak_db(y.T) <= -1.5
+    bad = subprocess.run([sys.executable, "-m", "afxmatch", str(EXAMPLE_INPUT), "--ref", str(EXAMPLE_REFERENCE),
+                          "-o", str(tmp_path / "x.wav"), "--true-peak", "0.5"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "--true-peak" in bad.stderr
+    assert not (tmp_path / "x.wav").exists()
