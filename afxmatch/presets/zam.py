@@ -32,48 +32,33 @@ not exported in this format. Every value is set through ``parameters[k].raw_valu
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..dsp.eq import magnitude_db
 from ..params import EQ_BANDS
+from ..render import vst3_backend
+from ..render.vst3_backend import N_EQ as N_INSTANCES, set_value  # noqa: F401
+from ..render.zam_map import BW_RANGE, FREQ_RANGE, GAIN_RANGE, MIN_GAIN_DB, peak_bandwidth
+from ..render.zam_map import safe_gain as _safe_gain
 
-ZAMEQ2_PATH = Path("/usr/lib/vst3/ZamEQ2.vst3")
-N_INSTANCES = 2
-MIN_GAIN_DB = 0.01          # ZamEQ2 gives NaN at 0 dB
-FREQ_RANGE = (20.0, 14000.0)
-GAIN_RANGE = (-50.0, 20.0)
-BW_RANGE = (0.1, 6.0)
 IR_LEN = 1 << 15
 # where each afxmatch band goes: (instance, ZamEQ2 band key)
-LAYOUT = {"ls": (0, "l"), "p1": (0, "1"), "p2": (0, "2"), "hs": (0, "h"), "p3": (1, "1"), "p4": (1, "2")}
-# measured (bandwidth, RBJ Q) pairs at 1 kHz / 44.1 kHz: the fit's starting point
-_BW_Q = ((1.0, 12.47), (2.0, 2.94), (3.0, 1.119), (4.0, 0.484), (6.0, 0.0785))
+LAYOUT = vst3_backend.EQ_LAYOUT
 
 
 def available() -> bool:
-    return ZAMEQ2_PATH.exists()
+    return vst3_backend.available((vst3_backend.EQ_PLUGIN,))
 
 
 def load_zameq2():
+    """A ZamEQ2 instance (found as :func:`afxmatch.render.vst3_backend.find_plugin` does)."""
     from . import PresetError
-    if not available():
-        raise PresetError(f"ZamEQ2 is not installed ({ZAMEQ2_PATH} not found); install "
-                          "zam-plugins (scripts/install_zam_plugins.sh) to export .vstpreset")
-    import pedalboard
     try:
-        return pedalboard.load_plugin(str(ZAMEQ2_PATH))
-    except Exception as err:  # pedalboard raises plain ImportError/RuntimeError
-        raise PresetError(f"cannot load {ZAMEQ2_PATH}: {err}") from None
-
-
-def set_value(plugin, key: str, value: float) -> None:
-    """Exact value through the normalised ``raw_value`` (linear ranges in ZamEQ2)."""
-    par = plugin.parameters[key]
-    lo, hi = float(par.range[0]), float(par.range[1])
-    par.raw_value = min(max((float(value) - lo) / (hi - lo), 0.0), 1.0)
+        return vst3_backend.load_plugin(vst3_backend.EQ_PLUGIN)
+    except vst3_backend.PluginError as err:
+        raise PresetError(f"{err} (needed to export .vstpreset)") from None
 
 
 def neutral(plugin) -> None:
@@ -108,16 +93,6 @@ def fit_grid(sample_rate: float, n: int = 160) -> np.ndarray:
     return np.geomspace(20.0, min(20000.0, 0.45 * sample_rate), n)
 
 
-def _bw_from_q(q: float) -> float:
-    bws, qs = zip(*_BW_Q)
-    return float(np.interp(-math.log(q), [-math.log(v) for v in qs], bws))
-
-
-def _safe_gain(g: float) -> float:
-    g = min(max(g, GAIN_RANGE[0]), GAIN_RANGE[1])
-    return g if abs(g) >= MIN_GAIN_DB else math.copysign(MIN_GAIN_DB, g if g != 0 else 1.0)
-
-
 def fit_band(plugin, prefix: str, params: dict, sample_rate: float, grid: np.ndarray) -> dict:
     """ZamEQ2 settings (freq, gain[, bw]) fitted to one RBJ band; returns ``{key: value}``."""
     from scipy.optimize import least_squares
@@ -143,7 +118,8 @@ def fit_band(plugin, prefix: str, params: dict, sample_rate: float, grid: np.nda
     hi = [math.log(FREQ_RANGE[1]), GAIN_RANGE[1]] + ([BW_RANGE[1]] if is_peak else [])
     x0 = [math.log(min(max(f0, FREQ_RANGE[0]), FREQ_RANGE[1])), min(max(g0, lo[1]), hi[1])]
     if is_peak:
-        x0.append(min(max(_bw_from_q(q0), BW_RANGE[0]), BW_RANGE[1]))
+        # start at the mid-gain-edge map (render/zam_map.py), then fit
+        x0.append(min(max(peak_bandwidth(math.exp(x0[0]), q0, sample_rate), BW_RANGE[0]), BW_RANGE[1]))
     if abs(g0) < MIN_GAIN_DB:   # a flat band: nothing to fit
         return settings(x0)
     fit = least_squares(residual, x0, bounds=(lo, hi), diff_step=1e-4, max_nfev=60,

@@ -7,6 +7,8 @@
   detection (not linked), level-domain peak ballistics, hard knee, no make-up — so
   ``comp_knee_db`` is not honoured and make-up is rendered with ``Gain``. See
   ``docs/backends.md`` for the measured differences.
+- ``vst3``: real VST3 plugins (ZamEQ2 x2 + ZamComp/ZamCompX2) through pedalboard, with the
+  explicit parameter map of :mod:`afxmatch.render.vst3_backend`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ def render(samples: np.ndarray, sample_rate: float, params: Mapping[str, float],
     if backend == "pedalboard":
         from .pedalboard_backend import render_pedalboard
         return render_pedalboard(samples, sample_rate, params, stages)
+    if backend == "vst3":
+        from .vst3_backend import render_vst3
+        return render_vst3(samples, sample_rate, params, stages)
     raise InvalidParameterError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 

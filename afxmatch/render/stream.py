@@ -11,7 +11,7 @@ the next control frame), but in total it has exactly the input's length.
   added to the next block (overlap-add). The compressor carries its ballistics state
   (the last smoothed gain), the last gain frame (for interpolation) and the samples of
   the one frame whose gain still needs the next frame's.
-- pedalboard: the same plugin chain, ``process(block, reset=False)``: every plugin keeps
+- pedalboard and vst3: the same plugin chain, ``process(block, reset=False)``: every plugin keeps
   its filter and envelope state across blocks. Blocks are re-cut to a fixed size
   (``PEDALBOARD_BLOCK``): pedalboard 0.9.26 re-prepares its plugins, losing their state,
   when a block is larger than the ones before.
@@ -149,6 +149,11 @@ class StreamRenderer:
             self.board = build_board(params, stages)
             self.pending = np.zeros((self.channels, 0), np.float32)
             return
+        if backend == "vst3":   # same block scheme as pedalboard (Vst3Chain has its process())
+            from .vst3_backend import build_chain
+            self.board = build_chain(params, sample_rate, channels, stages)
+            self.pending = np.zeros((self.channels, 0), np.float32)
+            return
         tensors = dsp.params_to_tensors(params)
         self.parts = []
         if "eq" in stages:
@@ -163,7 +168,7 @@ class StreamRenderer:
         block = np.ascontiguousarray(block, dtype=np.float32)
         if block.ndim != 2 or block.shape[0] != self.channels:
             raise ValueError(f"expected ({self.channels}, samples), got shape {block.shape}")
-        if self.backend == "pedalboard":
+        if self.backend in ("pedalboard", "vst3"):
             self.pending = np.concatenate([self.pending, block], axis=1)
             k = self.pending.shape[1] // PEDALBOARD_BLOCK * PEDALBOARD_BLOCK
             ready, self.pending = self.pending[:, :k], self.pending[:, k:]
@@ -174,15 +179,17 @@ class StreamRenderer:
 
     def flush(self) -> np.ndarray:
         """The output still held back; call once, after the last block."""
-        if self.backend == "pedalboard":
+        if self.backend in ("pedalboard", "vst3"):
             # the last block, zero-padded to the usual size (the chain is causal, so the
             # padding changes nothing before it; a (2, 1) block would read as 1 channel)
             r, last = self.pending.shape[1], self.pending
             self.pending = self.pending[:, :0]
-            if r == 0:
-                return last
-            padded = np.pad(last, ((0, 0), (0, PEDALBOARD_BLOCK - r)))
-            return self.board.process(padded, self.sr, reset=False)[:, :r]
+            if r:
+                padded = np.pad(last, ((0, 0), (0, PEDALBOARD_BLOCK - r)))
+                last = self.board.process(padded, self.sr, reset=False)[:, :r]
+            if self.backend == "vst3":
+                self.board.close()   # plugin instances released (quietly)
+            return last
         return self._chain(torch.zeros(1, self.channels, 0), flush=True)
 
     def _chain(self, x: torch.Tensor, flush: bool) -> np.ndarray:
