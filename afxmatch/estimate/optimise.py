@@ -1,0 +1,345 @@
+"""The ``optimise`` method: refine a starting estimate by gradient descent through the
+differentiable chain against a content-invariant style objective.
+
+The objective (:class:`StyleObjective`) is the differentiable counterpart of
+:func:`afxmatch.analysis.distance.style_distances`. It compares the chain's output on
+the input with statistics of the reference, measured once, all in dB:
+
+- ``spectral_db``: long-term power spectrum in 1/6-octave triangular bands, each signal
+  normalised by its own loudness (K-weighted, gated mean power), weighted mean
+  ``|difference|`` (bands far below the reference's loudest carry less weight);
+- ``dynamics_db``: mean ``|difference|`` of level-distribution quantiles, relative to the
+  loudness: 50 ms frame RMS levels, 5 ms frame RMS levels (transients, the compressor's
+  attack) and the sample peak;
+- ``loudness_lu``: the loudness the pipeline will miss: the output gain is set after the
+  chain so that the loudness equals the reference's, but lowered where the sample peak
+  would pass the ceiling (``pipeline.PEAK_CEILING_DB``); this term is that shortfall.
+
+Every statistic is relative to the signal's own loudness, so the objective is invariant
+to a gain after the chain: it sees the output as the pipeline will write it. The two
+pure gains (compressor make-up, output gain) are therefore not optimised.
+
+Cost is bounded: the input is represented by windows chosen across the whole file (at
+most ``MAX_TOTAL_S`` seconds in all, native rate and channels), the reference by at most
+``MAX_REF_S`` seconds. Parameters move in logit space of their normalised ``[0, 1]``
+value (the network's space) with Adam, from the model's or the analysis' estimate, for
+at most ``steps`` updates or ``time_budget`` seconds. The best evaluated iterate is
+returned, so the result is never worse than the start on the objective.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+
+from .. import dsp
+from ..analysis.loudness import k_weighting_sos
+from ..dsp import biquad
+from ..errors import InvalidParameterError
+from ..params import ParamSpace, top_hz
+from .model import choose_windows
+
+# statistics
+SPEC_FFT_S = 8192 / 44100        # long-term spectrum: STFT frame (~0.19 s), hop half of it
+BAND_FRACTION = 1.0 / 6.0        # band spacing in octaves
+BAND_LOW_HZ = 30.0
+FRAME_S = 0.05                   # as analysis.features.FRAME_S
+SHORT_FRAME_S = 0.005
+FRAME_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+SHORT_QUANTILES = (0.5, 0.9, 0.99, 0.999)
+GATE_ABS_DB = -70.0              # BS.1770-like gates of the loudness (the absolute one
+                                 # relative to the loudest frame: the output gain is free)
+GATE_REL_DB = -10.0
+FRAME_GATE_DB = -60.0            # level frames this far below the loudness are ignored
+PEAK_CEILING_DB = -0.1           # as pipeline.PEAK_CEILING_DB
+EPS = 1e-12
+WEIGHTS = {"spectral_db": 1.0, "dynamics_db": 1.0, "loudness_lu": 1.0}
+
+# optimisation
+WINDOW_S = 3.0
+MAX_TOTAL_S = 18.0
+MAX_REF_S = 60.0
+DEFAULT_STEPS = 40
+DEFAULT_TIME_BUDGET_S = 20.0
+LR = 0.1
+FROZEN = ("comp_makeup_db", "out_gain_db")   # pure gains: invisible to the objective
+U_EPS = 1e-3                                  # u kept in [eps, 1 - eps] before the logit
+
+
+# --------------------------------------------------------------------------------------
+# statistics and the objective
+# --------------------------------------------------------------------------------------
+
+def band_matrix(n_fft: int, sample_rate: float, top: float) -> tuple[torch.Tensor, np.ndarray]:
+    """Triangular bands ``(n_bands, n_fft // 2 + 1)`` centred on a 1/6-octave grid from
+    ``BAND_LOW_HZ`` to ``top`` (edges at the neighbouring centres), each row summing to 1;
+    a band narrower than a bin takes its nearest bin. Returns ``(matrix, centres_hz)``."""
+    n_bands = int(math.floor(math.log2(top / BAND_LOW_HZ) / BAND_FRACTION)) + 1
+    centres = BAND_LOW_HZ * 2.0 ** (BAND_FRACTION * np.arange(n_bands))
+    edges = np.concatenate([[centres[0] * 2 ** -BAND_FRACTION], centres, [centres[-1] * 2 ** BAND_FRACTION]])
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    lo, c, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    fb = np.clip(np.minimum((freqs - lo) / (c - lo), (hi - freqs) / (hi - c)), 0.0, None)
+    empty = fb.sum(1) == 0
+    fb[empty, np.argmin(np.abs(freqs[None] - centres[empty, None]), axis=1)] = 1.0
+    return torch.as_tensor(fb / fb.sum(1, keepdims=True), dtype=torch.float32), centres
+
+
+def k_power_response(n_fft: int, sample_rate: float) -> torch.Tensor:
+    """``|K(f)|^2`` of the BS.1770 K-weighting on the rfft grid, ``(n_fft // 2 + 1,)``."""
+    sos = torch.as_tensor(k_weighting_sos(sample_rate))[None]
+    omega = torch.linspace(0, math.pi, n_fft // 2 + 1, dtype=torch.float64)
+    return biquad.power_response(sos[..., :3], sos[..., 3:], omega).prod(dim=-2)[0].float()
+
+
+@dataclass
+class StyleStats:
+    """Style statistics of one signal, in dB.
+
+    ``loudness_db`` is absolute: the K-weighted, gated mean square summed over channels
+    (BS.1770's measure without its -0.691 dB constant and with ~0.19 s blocks).
+    ``band_db`` is relative to it; the level quantiles and the peak are relative to the
+    per-channel loudness (``loudness_db - 10 log10(channels)``), so the statistics do not
+    depend on the channel count or on a gain after the chain."""
+
+    loudness_db: torch.Tensor
+    channels: int
+    band_db: torch.Tensor        # (n_bands,)
+    frame_q_db: torch.Tensor     # (len(FRAME_QUANTILES),) 50 ms frame RMS levels
+    short_q_db: torch.Tensor     # (len(SHORT_QUANTILES),) 5 ms frame RMS levels
+    peak_db: torch.Tensor        # sample peak
+
+    def dynamics(self) -> torch.Tensor:
+        return torch.cat([self.frame_q_db, self.short_q_db, self.peak_db.reshape(1)])
+
+    def peak_at_loudness(self, loudness_db: float) -> torch.Tensor:
+        """Sample peak (dBFS) once a gain brings ``loudness_db`` to the given value."""
+        return self.peak_db - 10 * math.log10(self.channels) + loudness_db
+
+
+class StyleMeter:
+    """Measures :class:`StyleStats` of ``(windows, channels, samples)`` tensors at one rate,
+    differentiably. ``top`` is the highest band centre (Hz)."""
+
+    def __init__(self, sample_rate: float, top: float):
+        self.sample_rate = float(sample_rate)
+        self.n_fft = 1 << int(round(math.log2(SPEC_FFT_S * self.sample_rate)))
+        self.hop = self.n_fft // 2
+        self.window = torch.hann_window(self.n_fft)
+        # one-sided rfft energy of a frame -> mean square of the frame (Parseval, Hann)
+        self.power_norm = 2.0 / (self.n_fft * float((self.window.double() ** 2).sum()))
+        self.bands, self.centres = band_matrix(self.n_fft, self.sample_rate, top)
+        self.k_power = k_power_response(self.n_fft, self.sample_rate)
+        self.frame = max(1, int(round(FRAME_S * self.sample_rate)))
+        self.short = max(1, int(round(SHORT_FRAME_S * self.sample_rate)))
+
+    def __call__(self, y: torch.Tensor) -> StyleStats:
+        y = y.float()
+        b, c, n = y.shape
+        padded = torch.nn.functional.pad(y, (0, max(0, self.n_fft - n)))
+        spec = torch.stft(padded.reshape(b * c, -1), self.n_fft, self.hop, window=self.window,
+                          center=False, return_complex=True)
+        power = (spec.real ** 2 + spec.imag ** 2).reshape(b, c, *spec.shape[-2:]).sum(1)  # (b, bins, t)
+        power = power.transpose(1, 2).reshape(-1, power.shape[1]) * self.power_norm       # (frames, bins)
+        # loudness: K-weighted frame mean squares, gated as BS.1770 does (the gates are masks)
+        k_energy = power @ self.k_power
+        with torch.no_grad():
+            level = 10 * torch.log10(k_energy + EPS)
+            keep = level > level.max() + GATE_ABS_DB
+            rel = 10 * torch.log10(k_energy[keep].mean() + EPS) + GATE_REL_DB
+            keep &= level > rel
+        loud = 10 * torch.log10(k_energy[keep].mean() + EPS)
+        band_db = 10 * torch.log10(power.mean(0) @ self.bands.T + EPS) - loud
+        per_channel = loud - 10 * math.log10(c)
+        frame_q = _level_quantiles(y, self.frame, FRAME_QUANTILES) - per_channel
+        short_q = _level_quantiles(y, self.short, SHORT_QUANTILES) - per_channel
+        peak = 20 * torch.log10(y.abs().amax() + EPS) - per_channel
+        return StyleStats(loud, c, band_db, frame_q, short_q, peak)
+
+
+def _level_quantiles(y: torch.Tensor, hop: int, q: tuple[float, ...]) -> torch.Tensor:
+    """Quantiles (dB) of the RMS levels of ``hop``-sample frames, channels pooled (as
+    ``analysis.features.frame_levels``); frames ``FRAME_GATE_DB`` below the loudest are
+    ignored."""
+    b, c, n = y.shape
+    m = n // hop
+    if m < 1:
+        return torch.zeros(len(q), dtype=y.dtype) + 20 * torch.log10(y.abs().amax() + EPS)
+    ms = (y[..., : m * hop].reshape(b, c, m, hop) ** 2).mean(dim=(1, 3)).reshape(-1)
+    db = 10 * torch.log10(ms.double() + EPS)
+    with torch.no_grad():
+        keep = db > db.max() + FRAME_GATE_DB
+    return torch.quantile(db[keep], torch.tensor(q, dtype=torch.float64)).to(y.dtype)
+
+
+class StyleObjective:
+    """The style objective towards a reference, at the input's sample rate.
+
+    ``StyleObjective(ref, ref_rate, sample_rate)`` measures the reference once (``ref`` is
+    ``(channels, samples)`` numpy audio; at most ``MAX_REF_S`` seconds of windows across
+    it). Several references (``ref`` a list, ``ref_rate`` a list or one rate) count
+    equally: the target statistics are the means of theirs, in dB. Call the objective on
+    a ``(windows, channels, samples)`` tensor at ``sample_rate`` to get ``(total,
+    parts)``; :meth:`evaluate` does the same on numpy audio, without gradients (for
+    black-box searches).
+    """
+
+    def __init__(self, ref, ref_rate, sample_rate: float, weights: Mapping[str, float] | None = None):
+        refs = list(ref) if isinstance(ref, (list, tuple)) else [ref]
+        rates = list(ref_rate) if isinstance(ref_rate, (list, tuple)) else [ref_rate] * len(refs)
+        top = min([top_hz(sample_rate)] + [top_hz(r) for r in rates])
+        self.weights = dict(WEIGHTS if weights is None else weights)
+        self.meter = StyleMeter(sample_rate, top)
+        stats = []
+        for r, rate in zip(refs, rates):
+            meter = self.meter if float(rate) == float(sample_rate) else StyleMeter(rate, top)
+            windows = torch.from_numpy(select_windows(np.asarray(r, dtype=np.float32), rate, MAX_REF_S))
+            with torch.no_grad():
+                stats.append(meter(windows))
+        self.reference = stats[0] if len(stats) == 1 else _mean_stats(stats)
+        r = self.reference.band_db
+        self.band_weight = torch.clamp((r - r.max() + 80.0) / 20.0, 0.05, 1.0)
+        self.band_weight = self.band_weight / self.band_weight.sum()
+
+    def parts(self, stats: StyleStats) -> dict[str, torch.Tensor]:
+        return self._parts(stats, self.reference)
+
+    def _parts(self, stats: StyleStats, ref: StyleStats) -> dict[str, torch.Tensor]:
+        spectral = (self.band_weight * (stats.band_db - ref.band_db).abs()).sum()
+        dynamics = (stats.dynamics() - ref.dynamics()).abs().mean()
+        # peak of the output once its loudness equals the reference's, over the ceiling
+        loud = torch.relu(stats.peak_at_loudness(float(ref.loudness_db)) - PEAK_CEILING_DB)
+        return {"spectral_db": spectral, "dynamics_db": dynamics, "loudness_lu": loud}
+
+    def __call__(self, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts = self.parts(self.meter(y))
+        total = sum(self.weights[k] * v for k, v in parts.items())
+        return total, parts
+
+    def evaluate(self, y: np.ndarray) -> dict[str, float]:
+        """Objective of ``(channels, samples)`` or ``(windows, channels, samples)`` numpy
+        audio at ``sample_rate``: ``{"total": ..., part: ...}`` as floats."""
+        y = np.asarray(y, dtype=np.float32)
+        with torch.no_grad():
+            total, parts = self(torch.from_numpy(y[None] if y.ndim == 2 else y))
+        return {"total": float(total), **{k: float(v) for k, v in parts.items()}}
+
+
+def _mean_stats(stats: list[StyleStats]) -> StyleStats:
+    """The mean (in dB) of several signals' statistics (the first one's channel count)."""
+    mean = lambda name: torch.stack([getattr(st, name) for st in stats]).mean(0)  # noqa: E731
+    return StyleStats(mean("loudness_db"), stats[0].channels, mean("band_db"), mean("frame_q_db"),
+                      mean("short_q_db"), mean("peak_db"))
+
+
+def select_windows(x: np.ndarray, sample_rate: float, max_total_s: float,
+                   window_s: float = WINDOW_S) -> np.ndarray:
+    """``(windows, channels, samples)``: ``x`` itself when at most ``max_total_s`` long,
+    else ``max_total_s / window_s`` windows of ``window_s``, the loudest of as many equal
+    sections of the file (so they span it from start to end)."""
+    x = np.atleast_2d(x)
+    n = x.shape[-1]
+    if n <= max_total_s * sample_rate:
+        return np.ascontiguousarray(x[None])
+    win = int(round(window_s * sample_rate))
+    starts = choose_windows(x.mean(axis=0), win, max(1, int(max_total_s // window_s)))
+    return np.stack([x[:, s:s + win] for s in starts])
+
+
+# --------------------------------------------------------------------------------------
+# the optimiser
+# --------------------------------------------------------------------------------------
+
+def _rounded(parts: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in parts.items()}
+
+
+def refine(x: np.ndarray, sample_rate: float, ref: np.ndarray, ref_rate: float,
+           start: Mapping[str, float], steps: int = DEFAULT_STEPS,
+           time_budget: float | None = DEFAULT_TIME_BUDGET_S, lr: float = LR,
+           objective: StyleObjective | None = None,
+           progress: Callable[[int, float], None] | None = None) -> tuple[dict[str, float], dict]:
+    """Refine ``start`` (physical parameters at ``sample_rate``) so the chain's output on
+    ``x`` ``(channels, samples)`` matches the style of ``ref``.
+
+    Stops after ``steps`` Adam updates or when the next one would end after
+    ``time_budget`` seconds (``None``: no time limit). Returns ``(params, info)``: the
+    best evaluated iterate (never worse than ``start`` on the objective) and a report
+    block (steps, evaluations, time, objective before/after).
+    """
+    if steps < 0 or int(steps) != steps:
+        raise InvalidParameterError(f"--steps must be a whole number >= 0, got {steps}")
+    if time_budget is not None and not (time_budget >= 0 and math.isfinite(time_budget)):
+        raise InvalidParameterError(f"--time-budget must be a number of seconds >= 0, got {time_budget}")
+    t0 = time.perf_counter()
+    space = ParamSpace(sample_rate)
+    start = space.validate(start, clip=True)
+    objective = objective or StyleObjective(ref, ref_rate, sample_rate)
+    windows = torch.from_numpy(select_windows(np.asarray(x, dtype=np.float32), sample_rate, MAX_TOTAL_S))
+    free = torch.tensor([n not in FROZEN for n in space.names])
+    u0 = torch.as_tensor(space.normalise(start)).clamp(U_EPS, 1 - U_EPS)
+    z = torch.logit(u0)[free].clone().requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=lr)
+
+    def params_of(zz: torch.Tensor) -> dict[str, torch.Tensor]:
+        u = u0.clone()
+        u[free] = torch.sigmoid(zz)
+        p = dsp.denormalise(space, u[None])
+        p["out_gain_db"] = torch.zeros(1, dtype=torch.float64)
+        return {k: v.expand(windows.shape[0]) for k, v in p.items()}
+
+    best_z, best_val, first, best_parts = z.detach().clone(), math.inf, None, None
+    done, evals, step_time = 0, 0, 0.0
+    while True:
+        t_step = time.perf_counter()
+        # the start is always evaluated; a step is taken only if it should end in time
+        last = done >= steps or (time_budget is not None and t_step - t0 + step_time > time_budget)
+        with torch.set_grad_enabled(not last):
+            total, parts = objective(dsp.process(windows, sample_rate, params_of(z)))
+        evals += 1
+        value = float(total.detach())
+        now = {"total": value, **{k: float(v.detach()) for k, v in parts.items()}}
+        first = first or now
+        if value < best_val:
+            best_val, best_z, best_parts = value, z.detach().clone(), now
+        if progress is not None:
+            progress(done, value)
+        if last or not math.isfinite(value):
+            break
+        opt.zero_grad()
+        total.backward()
+        if not bool(torch.isfinite(z.grad).all()):
+            break
+        opt.step()
+        done += 1
+        step_time = time.perf_counter() - t_step
+    u = u0.clone()
+    u[free] = torch.sigmoid(best_z)
+    params = space.denormalise(u.tolist())
+    for name in FROZEN:
+        params[name] = start[name]
+    params = space.validate(params, clip=True)
+    info = {"steps": done, "evaluations": evals, "time_s": round(time.perf_counter() - t0, 3),
+            "windows_s": round(windows.shape[0] * windows.shape[-1] / float(sample_rate), 3),
+            "objective_before": _rounded(first), "objective_after": _rounded(best_parts),
+            "weights": dict(objective.weights), "lr": lr,
+            "limits": {"steps": int(steps), "time_budget_s": time_budget}}
+    return params, info
+
+
+def refine_estimate(x: np.ndarray, sample_rate: float, ref, ref_rate, start: Mapping[str, float],
+                    start_method: str, steps: int | None = None, time_budget: float | None = None,
+                    say: Callable[[str], None] | None = None) -> tuple[dict[str, float], dict]:
+    """The pipeline's entry: :func:`refine` with the defaults for ``None`` limits, a
+    progress message per step, and ``start_method`` recorded in the report block."""
+    steps = DEFAULT_STEPS if steps is None else steps
+    time_budget = DEFAULT_TIME_BUDGET_S if time_budget is None else time_budget
+    progress = None if say is None else (lambda k, value: say(f"optimising: step {k}/{steps}, "
+                                                               f"objective {value:.2f}"))
+    params, info = refine(x, sample_rate, ref, ref_rate, start, steps, time_budget, progress=progress)
+    return params, {"start": start_method, **info}
