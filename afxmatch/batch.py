@@ -62,7 +62,7 @@ class BatchOptions:
 
     name: str = DEFAULT_NAME
     method: str = DEFAULT_METHOD
-    backend: str = "torch"
+    backend: str | None = None      # None: the method's own (pipeline.MatchOptions)
     subtype: str | None = None
     force: bool = False
     resume: bool = False

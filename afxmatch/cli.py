@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from typer.core import TyperGroup
@@ -55,13 +55,26 @@ def fail(err: Exception) -> None:
 @app.command("match")
 def match_cmd(
     input: Path = typer.Argument(..., help="Recording to process (WAV/FLAC/OGG/MP3, any rate, mono/stereo)."),
-    ref: Path = typer.Option(..., "--ref", "-r", help="Reference recording whose style to match."),
+    ref: List[Path] = typer.Option(..., "--ref", "-r", help="Reference recording whose style to "
+                                   "match; repeat it to match the common style of several."),
     output: Path = typer.Option(..., "--output", "-o", help="Output audio file (.wav or .flac)."),
     method: str = typer.Option(DEFAULT_METHOD, help="Estimation method: model (trained network, "
-                               "default) or analysis (rule-based, no model)."),
+                               "default), analysis (rule-based, no model), optimise (the model's "
+                               "estimate refined by gradient steps against the reference's "
+                               "style) or blackbox "
+                               "(CMA-ES search through the VST3 plugins; renders with --backend vst3)."),
     model: Optional[Path] = typer.Option(None, help="Model folder for --method model "
                                          "(default: the shipped model, or $AFXMATCH_MODEL)."),
-    backend: str = typer.Option("torch", help="Renderer: torch (built-in) or pedalboard."),
+    backend: Optional[str] = typer.Option(None, help="Renderer: torch (built-in, the default), "
+                                          "pedalboard or vst3 (ZamEQ2 + ZamComp plugins; needs "
+                                          "zam-plugins; the default for --method blackbox)."),
+    steps: Optional[int] = typer.Option(None, help="Search limit of a searching method "
+                                        "(--method blackbox: plugin evaluations, default 200; "
+                                        "--method optimise: gradient steps, default 40)."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Time limit in "
+                                                "seconds of a searching method's search "
+                                                "(--method blackbox: default 40; --method "
+                                                "optimise: default 20)."),
     subtype: Optional[str] = typer.Option(None, help="Output sample format: PCM_16, PCM_24 "
                                           "(default), PCM_32 or FLOAT (WAV only)."),
     report: Optional[Path] = typer.Option(None, help="Report path (default: OUTPUT with .json)."),
@@ -72,6 +85,14 @@ def match_cmd(
                                          "vstpreset (OUT.ZamEQ2-1/-2.vstpreset)."),
     plot: Optional[Path] = typer.Option(None, help="Also write a PNG figure (EQ, compressor, "
                                         "spectra); needs afxmatch\\[plot]."),
+    amount: float = typer.Option(1.0, help="How much of the match to apply: 0 = input unchanged, "
+                                 "1 = full match (EQ gains, compression and gain scale between)."),
+    loudness: Optional[float] = typer.Option(None, help="Mastering finish: integrated loudness "
+                                             "target in LUFS (-70..0, e.g. -14) instead of the "
+                                             "reference's; implies --true-peak -1 if not given."),
+    true_peak: Optional[float] = typer.Option(None, "--true-peak", help="Mastering finish: true-peak "
+                                              "ceiling in dBTP (<= 0, e.g. -1), held by a look-ahead "
+                                              "limiter (4x oversampled)."),
 ) -> None:
     """Match INPUT to the style of --ref and write the result and a JSON report."""
     from rich.console import Console
@@ -82,10 +103,13 @@ def match_cmd(
     options = MatchOptions(method=method, backend=backend, subtype=subtype, force=force,
                            report_path=str(report) if report else None,
                            model_path=str(model) if model else None,
-                           preset=preset, plot_path=str(plot) if plot else None)
+                           preset=preset, plot_path=str(plot) if plot else None,
+                           amount=amount, loudness=loudness, true_peak=true_peak,
+                           steps=steps, time_budget=time_budget)
     try:
         with console.status("starting") as status:
-            result = match_file(input, ref, output, options, progress=lambda s: status.update(s))
+            result = match_file(input, ref if len(ref) > 1 else ref[0], output, options,
+                                progress=lambda s: status.update(s))
     except AfxmatchError as err:
         fail(err)
     except KeyboardInterrupt:
@@ -159,6 +183,11 @@ def _print_summary(console, report: dict) -> None:
         console.print(f"[yellow]note:[/] output gain lowered by "
                       f"{report['safety']['gain_reduced_for_peak_db']:.1f} dB to keep peaks at "
                       f"{report['safety']['peak_ceiling_dbfs']} dBFS")
+    if report.get("finish"):
+        fin = report["finish"]
+        console.print(f"finish: {fin['output_lufs']} LUFS (target {fin['target_lufs']}), true peak "
+                      f"{fin['output_true_peak_dbtp']} dBTP (ceiling {fin['ceiling_dbtp']}), limiter "
+                      f"max {fin['limiter']['max_gain_reduction_db']:.1f} dB")
     console.print(f"wrote {report['output']['path']} and {report['report_path']} "
                   f"in {report['timings_s']['total']:.2f} s")
     for extra in report.get("extra_files", []):

@@ -34,7 +34,8 @@ def batch_cmd(
                              "{parent}; its extension (.wav/.flac) sets the format."),
     method: str = typer.Option(DEFAULT_METHOD, help="Estimation method: model or analysis."),
     model: Optional[Path] = typer.Option(None, help="Model folder for --method model."),
-    backend: str = typer.Option("torch", help="Renderer: torch (built-in) or pedalboard."),
+    backend: Optional[str] = typer.Option(None, help="Renderer: torch (built-in, the default) "
+                                          "or pedalboard (vst3 for --method blackbox)."),
     subtype: Optional[str] = typer.Option(None, help="Output sample format: PCM_16, PCM_24 "
                                           "(default), PCM_32 or FLOAT (WAV only)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs and reports."),

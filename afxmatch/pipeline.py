@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from . import audio
-from .choices import BACKENDS, DEFAULT_METHOD, METHODS
+from .choices import DEFAULT_METHOD, METHODS, check_search_limits, resolve_backend
 from .errors import AudioFileError, InvalidParameterError, OutputError
 from .params import ParamSpace
 
@@ -30,19 +30,31 @@ Progress = Callable[[str], None]
 @dataclass
 class MatchOptions:
     method: str = DEFAULT_METHOD
-    backend: str = "torch"
+    backend: str | None = None      # None: torch, or vst3 for method blackbox (resolve_backend)
     subtype: str | None = None
     force: bool = False
     report_path: str | None = None
     model_path: str | None = None   # a model folder; None = the shipped default model
     preset: str | None = None       # also write a preset beside the output (afxmatch.presets.FORMATS)
     plot_path: str | None = None    # also write a PNG figure (needs afxmatch[plot])
+    # stream (bounded memory) when the input or reference is longer than this many
+    # channel-seconds; None = afxmatch.stream_pipeline.STREAM_ABOVE_CHANNEL_S, 0 = always
+    stream_above_s: float | None = None
+    amount: float = 1.0               # 0 = input unchanged .. 1 = full match (afxmatch.amount)
+    loudness: float | None = None     # LUFS target of the mastering finish (afxmatch.finish)
+    true_peak: float | None = None    # dBTP ceiling of the finish's limiter (afxmatch.finish)
+    steps: int | None = None          # search limit of the searching methods (blackbox: evaluations)
+    time_budget: float | None = None  # their time limit in seconds; None: the method's default
 
     def check(self) -> None:
+        from .finish import check_options
+
         if self.method not in METHODS:
             raise InvalidParameterError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.backend not in BACKENDS:
-            raise InvalidParameterError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        check_options(self.amount, self.loudness, self.true_peak)
+        # None (not given): the method's own backend (vst3 for blackbox) or torch
+        self.backend = resolve_backend(self.method, self.backend)
+        check_search_limits(self.method, self.steps, self.time_budget)
 
 
 @dataclass
@@ -55,6 +67,10 @@ class MatchResult:
     features: dict = field(default_factory=dict)   # input / reference / output Features
     timings: dict = field(default_factory=dict)
     model: dict | None = None                       # which model estimated (method "model")
+    backend_info: dict | None = None                # backend "vst3": plugins, settings, search
+    amount: float = 1.0                             # the --amount the parameters were scaled by
+    finish: dict | None = None                      # loudness target / true-peak limiter facts
+    optimise: dict | None = None                    # method "optimise": start, steps, time, objective
 
 
 def load_default_model(model_path: str | None = None):
@@ -89,18 +105,38 @@ def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: 
 
 
 def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,
-                 method: str = DEFAULT_METHOD, backend: str = "torch",
+                 method: str = DEFAULT_METHOD, backend: str | None = None,
                  progress: Progress | None = None, model_path: str | None = None,
-                 ref_features=None) -> MatchResult:
+                 ref_features=None, amount: float = 1.0, loudness_lufs: float | None = None,
+                 true_peak_dbtp: float | None = None, steps: int | None = None,
+                 time_budget: float | None = None) -> MatchResult:
     """Estimate and render: ``x`` ``(channels, samples)`` towards the style of ``ref``.
 
     ``method`` is ``"model"`` (the trained network, one forward pass) or ``"analysis"``
-    (rule-based). Either way the output gain is then set from a render so the output's
+    (rule-based) or ``"blackbox"`` (CMA-ES through the VST3 plugins, from the analysis
+    estimate; ``steps`` caps its evaluations and ``time_budget`` its seconds, ``None``: the
+    method's defaults) or ``"optimise"`` (the model's estimate refined by gradient steps
+    against the reference's style, :mod:`afxmatch.estimate.optimise`; ``steps`` /
+    ``time_budget`` bound it the same way). ``backend`` ``None``: the method's own (``choices.resolve_backend``).
+    Either way the output gain is then set from a render so the output's
     integrated loudness equals the reference's (within the peak-safety ceiling).
     ``ref_features``: ``analysis.measure(ref, ref_rate)`` when the caller already has it
     (batch work caches it per reference); the result is the same.
+
+    Several references: ``ref`` a list of arrays, ``ref_rate`` a list of rates (or one
+    rate), ``ref_features`` None or a list; their common style is matched
+    (:mod:`afxmatch.analysis.combine`). ``amount`` scales the match from the input
+    unchanged (0) to the full match (1) (:mod:`afxmatch.amount`). ``loudness_lufs`` /
+    ``true_peak_dbtp``: the mastering finish, a loudness target under a true-peak
+    limiter (:mod:`afxmatch.finish`); without them the gain rule above applies.
     """
     from . import analysis
+    from .amount import apply_amount, scaled_target_lufs
+    from .analysis.combine import measure_references
+    from .finish import apply_finish, check_options, finish_spec, safety_for_finish
+
+    check_options(amount, loudness_lufs, true_peak_dbtp)
+    backend = resolve_backend(method, backend)
     from .estimate import estimate_analysis
     from .estimate.analysis import eq_levels_fn
     from .render import render
@@ -110,13 +146,13 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     t = time.perf_counter()
     say("analysing")
     f_in = analysis.measure(x, sample_rate)
-    f_ref = ref_features if ref_features is not None else analysis.measure(ref, ref_rate)
+    f_refs, f_ref = measure_references(ref, ref_rate, ref_features)  # f_ref: the common style
     timings["analyse"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say("estimating parameters")
-    model_info = None
-    if method == "model":
+    model_info = backend_info = optimise_info = None
+    if method in ("model", "optimise"):   # optimise refines the model's estimate (below)
         from .estimate.model import estimate_model
 
         net, config, model_info = load_default_model(model_path)
@@ -125,9 +161,20 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
             from .estimate.analysis import analysis_prior
             prior = analysis_prior(x, sample_rate, ref, ref_rate, f_in, f_ref)
         params = estimate_model(x, sample_rate, ref, ref_rate, net, config, prior)
+    elif method == "blackbox":   # CMA-ES through the VST3 plugins, from the analysis estimate
+        from .estimate.blackbox import estimate_blackbox
+
+        start = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels_fn(x, sample_rate))
+        limits = {k: v for k, v in (("max_evals", steps), ("time_budget", time_budget)) if v is not None}
+        search = estimate_blackbox(x, sample_rate, f_ref, start, **limits)
+        params, backend_info = search.params, {"blackbox": search.info}
     else:
         params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels_fn(x, sample_rate))
-    params = ParamSpace(sample_rate).validate(params, clip=True)
+    if method == "optimise":   # gradient refinement through the differentiable chain
+        from .estimate.optimise import refine_estimate
+        params, optimise_info = refine_estimate(x, sample_rate, ref, ref_rate, params, "model", steps,
+                                                time_budget, say)
+    params = apply_amount(ParamSpace(sample_rate).validate(params, clip=True), amount, sample_rate)
     timings["estimate"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -139,13 +186,33 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     t = time.perf_counter()
     say("measuring the result")
     f_rendered = analysis.measure(rendered, sample_rate)
-    gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, f_ref.loudness_lufs, sample_rate)
-    params["out_gain_db"] = gain
-    out = rendered * np.float32(10 ** (gain / 20))
-    f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
+    matched_lufs = scaled_target_lufs(f_rendered.loudness_lufs, f_ref.loudness_lufs, amount)
+    spec = finish_spec(loudness_lufs, true_peak_dbtp, matched_lufs)
+    finish = None
+    if spec is None:
+        gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, matched_lufs, sample_rate)
+        params["out_gain_db"] = gain
+        out = rendered * np.float32(10 ** (gain / 20))
+        f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
+    else:   # the matched gain without a peak cut, then the finish: its gain + a true-peak limiter
+        say("finishing (loudness, true peak)")
+        wanted = matched_lufs - f_rendered.loudness_lufs
+        g_spec = ParamSpace(sample_rate)["out_gain_db"]
+        gain = float(np.clip(wanted, g_spec.min, g_spec.max)) if np.isfinite(wanted) else 0.0
+        params["out_gain_db"] = gain
+        out, _, finish = apply_finish(rendered * np.float32(10 ** (gain / 20)), sample_rate, spec,
+                                      f_rendered.loudness_lufs + gain)
+        safety = safety_for_finish(spec, wanted)
+        f_out = analysis.measure(out, sample_rate)   # the limiter is not a plain gain: re-measure
     timings["measure_output"] = time.perf_counter() - t
-    return MatchResult(out, params, safety, {"input": f_in, "reference": f_ref, "output": f_out},
-                       timings, model_info)
+    if backend == "vst3":
+        from .render.vst3_backend import describe
+        backend_info = {**describe(params, sample_rate, x.shape[0]), **(backend_info or {})}
+    features = {"input": f_in, "reference": f_ref, "output": f_out}
+    if len(f_refs) > 1:
+        features["references"] = f_refs
+    return MatchResult(out, params, safety, features, timings, model_info, backend_info,
+                       amount=float(amount), finish=finish, optimise=optimise_info)
 
 
 def default_report_path(output: Path) -> Path:
@@ -159,36 +226,60 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
     Returns the report (a JSON-ready dict). Nothing is written unless everything succeeded.
     ``reference``: ``(Audio, Features)`` of ``reference_path`` already loaded and measured
     (batch work caches them per reference); the result is the same.
+    ``reference_path`` may be a list of several references: their common style is matched.
     """
     options = options or MatchOptions()
     options.check()
+    ref_paths = list(reference_path) if isinstance(reference_path, (list, tuple)) else [reference_path]
+    if not ref_paths:
+        raise InvalidParameterError("no reference given; pass --ref at least once")
+    many = len(ref_paths) > 1
     say = progress or (lambda stage: None)
     t_start = time.perf_counter()
-    out_path, fmt, subtype = audio.check_output(output_path, [input_path, reference_path],
+    out_path, fmt, subtype = audio.check_output(output_path, [input_path, *ref_paths],
                                                 options.force, options.subtype)
     report_path = Path(options.report_path) if options.report_path else default_report_path(out_path)
-    _check_report_path(report_path, out_path, [input_path, reference_path], options.force)
+    _check_report_path(report_path, out_path, [input_path, *ref_paths], options.force)
     if options.preset or options.plot_path:
         from .presets import check_match_extras
-        check_match_extras(options, out_path, report_path, [input_path, reference_path])
+        check_match_extras(options, out_path, report_path, [input_path, *ref_paths])
 
     say("loading")
     t = time.perf_counter()
-    inp = audio.load(input_path, "input")
-    ref, ref_features = reference if reference is not None else (audio.load(reference_path, "reference"), None)
-    t_load = time.perf_counter() - t
+    from .stream_pipeline import long_file_infos, match_streamed, streams
+
+    # several references, --amount and the finish (--loudness/--true-peak) run in memory
+    in_memory_only = many or options.amount != 1.0 or options.loudness is not None \
+        or options.true_peak is not None or not streams(options)
+    infos = None if in_memory_only else \
+        long_file_infos(input_path, ref_paths[0], reference, options.stream_above_s)
+    if infos is not None:   # a long input or reference: streamed, in bounded memory
+        t_load = time.perf_counter() - t
+        inp, ref, result, timings = match_streamed(infos, out_path, fmt, subtype, options, progress, reference)
+        timings = {**timings, "load": t_load, "total": time.perf_counter() - t_start}
+    else:
+        inp = audio.load(input_path, "input")
+        if many:
+            ref, ref_features = [audio.load(p, "reference") for p in ref_paths], None
+            ref_samples, ref_rates = [a.samples for a in ref], [a.sample_rate for a in ref]
+        else:
+            ref, ref_features = reference if reference is not None else (audio.load(ref_paths[0], "reference"), None)
+            ref_samples, ref_rates = ref.samples, ref.sample_rate
+        t_load = time.perf_counter() - t
+        result = match_arrays(inp.samples, inp.sample_rate, ref_samples, ref_rates,
+                              options.method, options.backend, progress, options.model_path,
+                              ref_features=ref_features, amount=options.amount,
+                              loudness_lufs=options.loudness, true_peak_dbtp=options.true_peak,
+                              steps=options.steps, time_budget=options.time_budget)
+        say("writing")
+        t = time.perf_counter()
+        audio.save(out_path, result.output, inp.sample_rate, fmt, subtype)
+        t_write = time.perf_counter() - t
+        timings = {"load": t_load, **result.timings, "write": t_write,
+                   "total": time.perf_counter() - t_start}
 
     from .report import build_report, dump_report
 
-    result = match_arrays(inp.samples, inp.sample_rate, ref.samples, ref.sample_rate,
-                          options.method, options.backend, progress, options.model_path,
-                          ref_features=ref_features)
-    say("writing")
-    t = time.perf_counter()
-    audio.save(out_path, result.output, inp.sample_rate, fmt, subtype)
-    t_write = time.perf_counter() - t
-    timings = {"load": t_load, **result.timings, "write": t_write,
-               "total": time.perf_counter() - t_start}
     report = build_report(inp, ref, out_path, subtype, result, options.method, options.backend, timings)
     try:
         audio.atomic_write_text(report_path, dump_report(report))

@@ -22,6 +22,21 @@ def _file_facts(a, features) -> dict:
             "format": a.format, "subtype": a.subtype, **features.summary()}
 
 
+def _reference_facts(ref, f: dict) -> dict:
+    """``{"reference": ...}`` for one reference; for several, ``reference`` describes their
+    common style (what was matched) and ``references`` lists each file."""
+    if not isinstance(ref, (list, tuple)):
+        return {"reference": _file_facts(ref, f["reference"])}
+    if len(ref) == 1:
+        return {"reference": _file_facts(ref[0], f["reference"])}
+    return {"reference": {"paths": [str(a.path) if a.path else None for a in ref],
+                          "combined_from": len(ref),
+                          "combination": "mean dB spectrum, mean LUFS, equal-weight level "
+                                         "distribution after loudness alignment",
+                          **f["reference"].summary()},
+            "references": [_file_facts(a, fa) for a, fa in zip(ref, f["references"])]}
+
+
 def parameters_block(params: dict[str, float], sample_rate: float) -> dict:
     """``{name: {value, unit, min, max}}`` in chain order."""
     space = ParamSpace(sample_rate)
@@ -40,7 +55,7 @@ def build_report(inp, ref, out_path: Path, subtype: str, result, method: str, ba
         "model": result.model,
         "backend": backend,
         "input": _file_facts(inp, f["input"]),
-        "reference": _file_facts(ref, f["reference"]),
+        **_reference_facts(ref, f),
         "output": {"path": str(out_path), "sample_rate": inp.sample_rate, "channels": inp.channels,
                    "duration_s": round(inp.duration_s, 3), "frames": inp.n_samples,
                    "subtype": subtype, **f["output"].summary()},
@@ -48,6 +63,8 @@ def build_report(inp, ref, out_path: Path, subtype: str, result, method: str, ba
         "param_space": {"fingerprint": fingerprint(), "sample_rate": inp.sample_rate},
         "parameters": parameters_block(result.params, inp.sample_rate),
         "safety": result.safety,
+        "amount": getattr(result, "amount", 1.0),
+        "finish": getattr(result, "finish", None),
         "style_distance": {
             "definition": "spectral_db: RMS dB difference of 1/3-octave level-normalised long-term "
                           "spectra 50 Hz-16 kHz; loudness_lu: |integrated loudness difference|; "
@@ -56,6 +73,9 @@ def build_report(inp, ref, out_path: Path, subtype: str, result, method: str, ba
             "after": style_distances(f["output"], f["reference"]),
         },
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        **({"vst3": result.backend_info} if getattr(result, "backend_info", None) else {}),
+        # method "optimise": start method, steps, time, style objective before/after (dB)
+        **({"optimise": result.optimise} if getattr(result, "optimise", None) else {}),
     }
 
 

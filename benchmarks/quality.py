@@ -23,7 +23,8 @@ many LU away from its target (on 25 speech pairs |LUFS(reference) − LUFS(targe
 system cannot know the target's level from such a reference. DeepAFx-ST's speech (DAPS)
 is continuous read speech. ``--raw-halves`` gives the old protocol.
 
-Systems: ``input`` (unprocessed), ``analysis``, ``model`` and ``matchering`` when installed
+Systems: ``input`` (unprocessed), ``analysis``, ``model``, ``optimise`` (the model's
+estimate refined by gradient steps, default limits) and ``matchering`` when installed
 (``pip install afxmatch[bench]``). All are measured in one run on the same pairs.
 """
 
@@ -158,7 +159,7 @@ def main(argv=None) -> None:
     ap.add_argument("--length", type=int, default=131072, help="samples per half (44.1 kHz)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--model", default=None, help="model folder (default: the shipped one)")
-    ap.add_argument("--systems", default="input,analysis,model,matchering")
+    ap.add_argument("--systems", default="input,analysis,model,optimise,matchering")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here")
     ap.add_argument("--half-balance-db", type=float, default=10.0,
                     help="each half of a pair's excerpt must be active and within this many dB "
