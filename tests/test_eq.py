@@ -390,3 +390,17 @@ def test_pedalboard_full_cascade_at_8k():
         sel = (freqs >= 20.0) & (freqs <= 0.45 * sr)
         ours = eq.magnitude_db(_batch([p]), sr, torch.from_numpy(freqs[sel]))[0].numpy()
         assert np.abs(ours - pb[sel]).max() < MAG_TOL_DB
+
+
+@pytest.mark.parametrize("tail", [1100, 1024, 3000])
+def test_filter_response_on_odd_fft_grids(tail):
+    # fft_size(1100) = 1125 is odd: the response must be sampled on the rfft bins
+    # 2 pi k / m (the last is not pi), or the impulse response comes out wrong (~1e-5)
+    from scipy.signal import lfilter
+
+    b = torch.tensor([[0.2, 0.3, 0.1]], dtype=torch.float64)
+    a = torch.tensor([[1.0, -0.9, 0.2]], dtype=torch.float64)  # decays in well under 1000 samples
+    x = np.random.default_rng(tail).standard_normal((1, 1, 30000))
+    y = eq.filter_response(torch.from_numpy(x), lambda omega: biquad.response(b, a, omega), tail)
+    expected = lfilter(b[0].numpy(), a[0].numpy(), x[0, 0])
+    assert np.abs(y[0, 0].numpy() - expected).max() < 1e-10

@@ -120,7 +120,7 @@ def _filter_frames(frames: torch.Tensor, response_fn, n: int, tail: int) -> torc
     response at all n points, which dominated training steps.
     """
     m = min(n, fft_size(max(tail, MIN_IR)))
-    omega = torch.linspace(0, math.pi, m // 2 + 1, dtype=torch.float64)
+    omega = torch.arange(m // 2 + 1, dtype=torch.float64) * (2 * math.pi / m)  # rfft bins; m may be odd
     ir = torch.fft.irfft(response_fn(omega), n=m)  # (batch, m) float64
     h = torch.fft.rfft(ir, n=n).to(torch.complex64 if frames.dtype != torch.float64 else torch.complex128)
     return torch.fft.irfft(torch.fft.rfft(frames, n=n) * h[:, None, None, :], n=n)
