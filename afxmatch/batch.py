@@ -541,13 +541,17 @@ def _on_worker_sigterm(signum, frame):
 
 
 def _init_pool_worker(options: BatchOptions, references: list[str]) -> None:
-    """Worker process initializer: one torch thread (the pool is the parallelism), Ctrl-C
-    left to the parent (it stops workers with SIGTERM), then the warm-up."""
+    """Worker process initializer: one torch and one FFT thread (the pool is the
+    parallelism), Ctrl-C left to the parent (it stops workers with SIGTERM), then the
+    warm-up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_worker_sigterm)
     import torch
 
+    from .analysis import loudness
+
     torch.set_num_threads(1)
+    loudness.FFT_WORKERS = 1
     warm_up(options, references)
 
 

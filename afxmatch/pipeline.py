@@ -6,6 +6,7 @@ it into a spinner. Every error a user can cause is an :class:`AfxmatchError`.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from .params import ParamSpace
 # wrong path or option fails at once.
 
 PEAK_CEILING_DB = -0.1  # sample-peak ceiling of the safety gain (dBFS)
+SWITCH_INTERVAL_S = 0.0005  # GIL switch interval while the warm-up thread imports
 
 Progress = Callable[[str], None]
 
@@ -109,7 +111,7 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
                  progress: Progress | None = None, model_path: str | None = None,
                  ref_features=None, amount: float = 1.0, loudness_lufs: float | None = None,
                  true_peak_dbtp: float | None = None, steps: int | None = None,
-                 time_budget: float | None = None) -> MatchResult:
+                 time_budget: float | None = None, in_features=None) -> MatchResult:
     """Estimate and render: ``x`` ``(channels, samples)`` towards the style of ``ref``.
 
     ``method`` is ``"model"`` (the trained network, one forward pass) or ``"analysis"``
@@ -121,7 +123,8 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     Either way the output gain is then set from a render so the output's
     integrated loudness equals the reference's (within the peak-safety ceiling).
     ``ref_features``: ``analysis.measure(ref, ref_rate)`` when the caller already has it
-    (batch work caches it per reference); the result is the same.
+    (batch work caches it per reference); ``in_features`` likewise for ``x``; the result
+    is the same.
 
     Several references: ``ref`` a list of arrays, ``ref_rate`` a list of rates (or one
     rate), ``ref_features`` None or a list; their common style is matched
@@ -145,7 +148,7 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     timings = {}
     t = time.perf_counter()
     say("analysing")
-    f_in = analysis.measure(x, sample_rate)
+    f_in = in_features if in_features is not None else analysis.measure(x, sample_rate)
     f_refs, f_ref = measure_references(ref, ref_rate, ref_features)  # f_ref: the common style
     timings["analyse"] = time.perf_counter() - t
 
@@ -258,6 +261,9 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
         inp, ref, result, timings = match_streamed(infos, out_path, fmt, subtype, options, progress, reference)
         timings = {**timings, "load": t_load, "total": time.perf_counter() - t_start}
     else:
+        # torch, the estimators and the model load in a thread while the files are read
+        # and measured (numpy/scipy, which release the GIL): about 1 s of start-up hidden
+        warm = _WarmUp(options)
         inp = audio.load(input_path, "input")
         if many:
             ref, ref_features = [audio.load(p, "reference") for p in ref_paths], None
@@ -266,11 +272,25 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
             ref, ref_features = reference if reference is not None else (audio.load(ref_paths[0], "reference"), None)
             ref_samples, ref_rates = ref.samples, ref.sample_rate
         t_load = time.perf_counter() - t
+        from . import analysis
+
+        say("analysing")
+        t = time.perf_counter()
+        in_features = analysis.measure(inp.samples, inp.sample_rate)
+        if not many and ref_features is None:
+            ref_features = analysis.measure(ref_samples, ref_rates)
+        t_analyse = time.perf_counter() - t
+        t = time.perf_counter()
+        warm.wait()
+        t_wait = time.perf_counter() - t
         result = match_arrays(inp.samples, inp.sample_rate, ref_samples, ref_rates,
                               options.method, options.backend, progress, options.model_path,
                               ref_features=ref_features, amount=options.amount,
                               loudness_lufs=options.loudness, true_peak_dbtp=options.true_peak,
-                              steps=options.steps, time_budget=options.time_budget)
+                              steps=options.steps, time_budget=options.time_budget,
+                              in_features=in_features)
+        result.timings["analyse"] += t_analyse
+        result.timings = {"wait_for_imports": t_wait, **result.timings}
         say("writing")
         t = time.perf_counter()
         audio.save(out_path, result.output, inp.sample_rate, fmt, subtype)
@@ -291,6 +311,37 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
         from .presets import write_match_extras
         report["extra_files"] = write_match_extras(options, out_path, report, result)
     return report
+
+
+class _WarmUp:
+    """Import torch and the estimation/render modules, and load the model the method
+    needs, in a background thread; :meth:`wait` joins it and re-raises its error."""
+
+    def __init__(self, options: MatchOptions):
+        import threading
+
+        self.error: BaseException | None = None
+        # the import holds the GIL; hand it back to the measuring thread more often
+        self.interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
+        self.thread = threading.Thread(target=self._run, args=(options,), daemon=True,
+                                       name="afxmatch-warm-up")
+        self.thread.start()
+
+    def _run(self, options: MatchOptions) -> None:
+        try:
+            from . import render, report  # noqa: F401  (torch, dsp)
+            from .estimate import analysis  # noqa: F401  (scipy.optimize)
+            if options.method in ("model", "optimise"):
+                load_default_model(options.model_path)
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            self.error = err
+
+    def wait(self) -> None:
+        self.thread.join()
+        sys.setswitchinterval(self.interval)
+        if self.error is not None:
+            raise self.error
 
 
 def _check_report_path(report: Path, out: Path, inputs, force: bool) -> None:

@@ -46,6 +46,7 @@ def k_weighting_sos(sample_rate: float) -> np.ndarray:
 
 
 MIN_BLOCK = 1 << 15     # overlap-add block (samples), at least 4 impulse-response lengths
+FFT_WORKERS = -1        # scipy.fft threads (-1: all cores); batch workers set 1, like torch's
 DECAY_FLOOR_DB = -140.0
 
 
@@ -88,9 +89,9 @@ def k_weight(x: np.ndarray, sample_rate: float) -> np.ndarray:
     frames = np.zeros((channels, n_blocks, block), np.float32)
     frames.reshape(channels, -1)[:, :n_samples] = x
     h = sp_fft.rfft(ir, n).astype(np.complex64)
-    spec = sp_fft.rfft(frames, n, axis=-1, workers=-1)
+    spec = sp_fft.rfft(frames, n, axis=-1, workers=FFT_WORKERS)
     spec *= h
-    y = sp_fft.irfft(spec, n, axis=-1, workers=-1)          # (channels, n_blocks, n)
+    y = sp_fft.irfft(spec, n, axis=-1, workers=FFT_WORKERS)          # (channels, n_blocks, n)
     out = np.ascontiguousarray(y[..., :block])
     out[:, 1:, :tail] += y[:, :-1, block:]                   # each block's tail into the next
     return out.reshape(channels, -1)[:, :n_samples]
