@@ -262,8 +262,9 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
         timings = {**timings, "load": t_load, "total": time.perf_counter() - t_start}
     else:
         # torch, the estimators and the model load in a thread while the files are read
-        # and measured (numpy/scipy, which release the GIL): about 1 s of start-up hidden
-        warm = _WarmUp(options)
+        # and measured (numpy/scipy, which release the GIL): about 1 s of start-up hidden.
+        # Batch work (reference given) has warmed up once per worker: no thread there.
+        warm = _WarmUp(options) if reference is None else None
         inp = audio.load(input_path, "input")
         if many:
             ref, ref_features = [audio.load(p, "reference") for p in ref_paths], None
@@ -281,7 +282,8 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
             ref_features = analysis.measure(ref_samples, ref_rates)
         t_analyse = time.perf_counter() - t
         t = time.perf_counter()
-        warm.wait()
+        if warm is not None:
+            warm.wait()
         t_wait = time.perf_counter() - t
         result = match_arrays(inp.samples, inp.sample_rate, ref_samples, ref_rates,
                               options.method, options.backend, progress, options.model_path,
