@@ -195,7 +195,8 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     if spec is None:
         gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, matched_lufs, sample_rate)
         params["out_gain_db"] = gain
-        out = rendered * np.float32(10 ** (gain / 20))
+        out = rendered   # the render is ours: scaled in place (no second full-length copy)
+        out *= np.float32(10 ** (gain / 20))
         f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
     else:   # the matched gain without a peak cut, then the finish: its gain + a true-peak limiter
         say("finishing (loudness, true peak)")

@@ -23,7 +23,7 @@ def integrated_loudness(samples: np.ndarray, sample_rate: float) -> float:
 
 
 def sample_peak_db(samples: np.ndarray) -> float:
-    peak = float(np.max(np.abs(samples)))
+    peak = max(float(np.max(samples)), -float(np.min(samples)))  # = max |x|, no |x| copy
     return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
 
 
@@ -101,7 +101,8 @@ def measure(samples: np.ndarray, sample_rate: float) -> Features:
     """Measure ``(channels, samples)`` audio."""
     freqs, power = spectrum.welch_power(samples, sample_rate)
     rms_frames, peak_frames = frame_levels(samples, sample_rate)
-    ms = float(np.mean(samples.astype(np.float64) ** 2))
+    x = np.asarray(samples)   # mean square accumulated in float64 without a float64 copy
+    ms = float(np.einsum("ij,ij->", x, x, dtype=np.float64)) / x.size if x.size else 0.0
     return Features(
         sample_rate=float(sample_rate),
         loudness_lufs=integrated_loudness(samples, sample_rate),
