@@ -352,6 +352,13 @@ def _processes_with(marker: str) -> list[int]:
     return found
 
 
+def _default_sigint():
+    """Ctrl-C as in a terminal: a shell starts background jobs (``cmd &``, as a CI runner
+    may run this suite) with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt; the batch would rightly run to the end."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("workers, sig", [(2, signal.SIGTERM), (1, signal.SIGINT)])
 def test_interrupt_leaves_no_partial_outputs(tmp_path, workers, sig):
     spec = [(f"f{i}.wav", 3.0, 44100, 2, "PCM_16") for i in range(8)]
@@ -361,7 +368,7 @@ def test_interrupt_leaves_no_partial_outputs(tmp_path, workers, sig):
     proc = subprocess.Popen([sys.executable, "-m", "afxmatch", "batch", str(src), "--ref", str(ref),
                              "-o", str(out), "--method", "analysis", "--workers", str(workers)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 240
     while not list(out.glob("*.json")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
