@@ -612,6 +612,7 @@ def _stop_pool(pool, futures) -> None:
     only once none is pending are the workers stopped, because Python 3.11's pool fails
     with InvalidStateError when a future cancelled by hand is then marked broken."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)   # shutdown() forgets it
     pool.shutdown(wait=False, cancel_futures=True)
     deadline = time.monotonic() + 2.0
     while any(not (f.running() or f.done()) for f in futures) and time.monotonic() < deadline:
@@ -625,6 +626,11 @@ def _stop_pool(pool, futures) -> None:
         if p.is_alive():
             p.kill()
             p.join(1.0)
+    # Let the pool's manager thread finish its clean-up (it closes its wake-up pipe) before
+    # the interpreter exits: Python 3.11's exit hook writes to that pipe without a lock
+    # and printed "OSError: [Errno 9] Bad file descriptor" when the two raced.
+    if manager is not None:
+        manager.join(TERMINATE_WAIT_S)
 
 
 def _scheduler_name(scheduler) -> str | None:
