@@ -164,15 +164,14 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
             from .estimate.analysis import analysis_prior
             prior = analysis_prior(x, sample_rate, ref, ref_rate, f_in, f_ref)
         params = estimate_model(x, sample_rate, ref, ref_rate, net, config, prior)
-    elif method == "blackbox":   # CMA-ES through the VST3 plugins, from the analysis estimate
+    else:   # analysis; also blackbox's starting point
+        params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels_fn(x, sample_rate))
+    if method == "blackbox":   # CMA-ES through the VST3 plugins, from the analysis estimate
         from .estimate.blackbox import estimate_blackbox
 
-        start = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels_fn(x, sample_rate))
         limits = {k: v for k, v in (("max_evals", steps), ("time_budget", time_budget)) if v is not None}
-        search = estimate_blackbox(x, sample_rate, f_ref, start, **limits)
+        search = estimate_blackbox(x, sample_rate, f_ref, params, **limits)
         params, backend_info = search.params, {"blackbox": search.info}
-    else:
-        params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels_fn(x, sample_rate))
     if method == "optimise":   # gradient refinement through the differentiable chain
         from .estimate.optimise import refine_estimate
         params, optimise_info = refine_estimate(x, sample_rate, ref, ref_rate, params, "model", steps,
