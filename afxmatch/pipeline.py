@@ -86,15 +86,24 @@ def load_default_model(model_path: str | None = None):
 
 
 def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: float,
-                sample_rate: float) -> tuple[float, dict]:
+                sample_rate: float, hops: np.ndarray | None = None) -> tuple[float, dict]:
     """The output gain (dB) that brings a render made with ``out_gain_db = 0`` to
     ``target_lufs``, lowered where needed so the sample peak stays at ``PEAK_CEILING_DB``.
 
-    Returns ``(gain_db, safety)`` where ``safety`` says what was done, for the report.
+    ``hops``: the render's K-weighted hop energies (``Features.loudness_hops``); with them
+    the gain is solved with BS.1770's gates re-applied at the new level
+    (:func:`~afxmatch.analysis.loudness.gain_for_loudness`), not assumed to shift the
+    loudness by itself. Returns ``(gain_db, safety)`` where ``safety`` says what was done,
+    for the report.
     """
+    from .analysis.loudness import gain_for_loudness
+
     spec = ParamSpace(sample_rate)["out_gain_db"]
     finite = np.isfinite(rendered_loudness) and np.isfinite(target_lufs)
     wanted = target_lufs - rendered_loudness if finite else 0.0
+    if finite and hops is not None:
+        solved = gain_for_loudness(hops, sample_rate, target_lufs)
+        wanted = solved if np.isfinite(solved) else wanted
     gain = float(np.clip(wanted, spec.min, spec.max))
     limited = max(0.0, rendered_peak_db + gain - PEAK_CEILING_DB)
     gain -= limited
@@ -192,7 +201,8 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     spec = finish_spec(loudness_lufs, true_peak_dbtp, matched_lufs)
     finish = None
     if spec is None:
-        gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, matched_lufs, sample_rate)
+        gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, matched_lufs, sample_rate,
+                                   f_rendered.loudness_hops)
         params["out_gain_db"] = gain
         out = rendered   # the render is ours: scaled in place (no second full-length copy)
         out *= np.float32(10 ** (gain / 20))

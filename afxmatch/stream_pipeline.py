@@ -267,7 +267,8 @@ def match_streamed(infos, out_path, fmt: str, subtype: str, options,
     timings["render"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, f_ref.loudness_lufs, sr)
+    gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, f_ref.loudness_lufs, sr,
+                               f_rendered.loudness_hops)
     params["out_gain_db"] = gain
     f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
     timings["measure_output"] = time.perf_counter() - t

@@ -49,3 +49,48 @@ def test_gain_shifts_loudness_exactly():
     rng = np.random.default_rng(7)
     x = 0.1 * rng.standard_normal((2, 48000 * 5))
     assert abs(integrated_loudness(2 * x, 48000) - integrated_loudness(x, 48000) - 20 * np.log10(2)) < 1e-9
+
+
+def _gappy(sr: int = 48000) -> np.ndarray:
+    """2 s tone at -30 dBFS RMS, 2 s of it 14 dB down, 6 s of noise at -85 dBFS: raised by 20 dB,
+    the noise blocks pass the -70 LUFS gate, lower the relative gate by ~4 dB and let the
+    quiet tone in, so the loudness rises ~2.8 LU less than the gain."""
+    t = np.arange(2 * sr) / sr
+    tone = np.sqrt(2) * 10 ** (-30 / 20) * np.sin(2 * np.pi * 1000 * t)
+    noise = 10 ** (-85 / 20) * np.random.default_rng(3).standard_normal(6 * sr)
+    return np.concatenate([tone, tone * 10 ** (-14 / 20), noise])[None]
+
+
+def test_gain_for_loudness_regates_and_lands_on_target():
+    from afxmatch.analysis.features import measure
+    from afxmatch.analysis.loudness import gain_for_loudness, hop_energies
+
+    sr = 48000
+    x = _gappy(sr)
+    base = integrated_loudness(x, sr)
+    target = base + 20.0
+    naive = integrated_loudness(x * 10 ** (20 / 20), sr)
+    assert naive < target - 2.0          # the shift assumption misses by ~2.8 LU here
+    g = gain_for_loudness(hop_energies(x, sr), sr, target)
+    y = x * 10 ** (g / 20)
+    assert abs(integrated_loudness(y, sr) - target) < 1e-3
+    # an independent meter agrees, within its rounded K-filter constants (~0.04 LU at 1 kHz;
+    # 10 s = whole blocks, so pyloudnorm's partial last block does not arise)
+    assert abs(pyloudnorm.Meter(sr).integrated_loudness(y[0]) - target) < 0.06
+    assert 22.5 < g < 23.2
+    # Features.scaled re-gates too: equal to measuring the scaled signal
+    assert abs(measure(x, sr).scaled(g).loudness_lufs - measure(y, sr).loudness_lufs) < 1e-6
+    assert np.isnan(gain_for_loudness(hop_energies(np.zeros((1, sr)), sr), sr, -23.0))
+
+
+def test_pipeline_output_gain_lands_on_the_references_loudness_with_gaps():
+    from afxmatch.analysis.features import measure
+    from afxmatch.pipeline import output_gain
+
+    sr = 48000
+    x = _gappy(sr)
+    f = measure(x, sr)
+    target = f.loudness_lufs + 20.0
+    gain, safety = output_gain(f.loudness_lufs, f.peak_db, target, sr, f.loudness_hops)
+    assert safety["gain_reduced_for_peak_db"] == 0
+    assert abs(integrated_loudness(x * 10 ** (gain / 20), sr) - target) < 1e-3

@@ -66,6 +66,7 @@ class Features:
     power: np.ndarray             # Welch power (all channels averaged)
     frame_rms_db: np.ndarray      # gated 50 ms frame levels
     frame_peak_db: np.ndarray
+    loudness_hops: np.ndarray | None = None   # K-weighted 100 ms hop energies (channels, n)
 
     @property
     def top_hz(self) -> float:
@@ -80,11 +81,18 @@ class Features:
     def scaled(self, gain_db: float) -> "Features":
         """The features of this signal multiplied by ``gain_db``, without re-measuring.
 
-        Exact for every field, except that BS.1770's absolute -70 LUFS gate (and the
-        frame gate) are not re-applied; they only matter for near-silent blocks.
+        Exact for every field: the loudness is re-gated from the hop energies (a gain moves
+        blocks across BS.1770's absolute gate), except that the 50 ms frames' -70 dBFS gate
+        is not re-applied (it only matters for near-silent frames) and, without
+        ``loudness_hops``, the loudness is shifted by the gain.
         """
         g = float(gain_db)
-        return replace(self, loudness_lufs=self.loudness_lufs + g, peak_db=self.peak_db + g,
+        if self.loudness_hops is None:
+            hops, loud = None, self.loudness_lufs + g
+        else:
+            hops = self.loudness_hops * 10 ** (g / 10)
+            loud = loudness.loudness_from_hops(hops, self.sample_rate)
+        return replace(self, loudness_lufs=loud, loudness_hops=hops, peak_db=self.peak_db + g,
                        rms_db=self.rms_db + g, power=self.power * 10 ** (g / 10),
                        frame_rms_db=self.frame_rms_db + g, frame_peak_db=self.frame_peak_db + g)
 
@@ -103,9 +111,10 @@ def measure(samples: np.ndarray, sample_rate: float) -> Features:
     rms_frames, peak_frames = frame_levels(samples, sample_rate)
     x = np.asarray(samples)   # mean square accumulated in float64 without a float64 copy
     ms = float(np.einsum("ij,ij->", x, x, dtype=np.float64)) / x.size if x.size else 0.0
+    hops = loudness.hop_energies(samples, sample_rate)
     return Features(
         sample_rate=float(sample_rate),
-        loudness_lufs=integrated_loudness(samples, sample_rate),
+        loudness_lufs=loudness.loudness_from_hops(hops, sample_rate), loudness_hops=hops,
         peak_db=sample_peak_db(samples),
         rms_db=10 * np.log10(ms) if ms > 0 else float("-inf"),
         freqs_hz=freqs, power=power, frame_rms_db=rms_frames, frame_peak_db=peak_frames,

@@ -52,9 +52,8 @@ class _KWeightedHops:
             self.hops.append(np.einsum("cnh,cnh->cn", frames, frames))
         self.rest = y[:, k * self.hop:]
 
-    def loudness_lufs(self) -> float:
-        hops = np.concatenate(self.hops, axis=1) if self.hops else np.zeros((self.rest.shape[0], 0))
-        return loudness.loudness_from_hops(hops, self.sr)
+    def energies(self) -> np.ndarray:
+        return np.concatenate(self.hops, axis=1) if self.hops else np.zeros((self.rest.shape[0], 0))
 
 
 class _Welch:
@@ -143,9 +142,10 @@ class FeatureAccumulator:
         freqs, power = self.welch.result()
         ms = self.sum_sq / (self.n * self.channels)
         cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))
+        hops = self.kw.energies()
         return Features(
             sample_rate=self.sr,
-            loudness_lufs=self.kw.loudness_lufs(),
+            loudness_lufs=loudness.loudness_from_hops(hops, self.sr), loudness_hops=hops,
             peak_db=sample_peak_db(np.array([self.peak])),
             rms_db=10 * np.log10(ms) if ms > 0 else float("-inf"),
             freqs_hz=freqs, power=power, frame_rms_db=cat(self.frame_rms), frame_peak_db=cat(self.frame_peak),
