@@ -116,6 +116,29 @@ def metrics(out: np.ndarray, tgt: np.ndarray, speech: bool) -> dict:
     return row
 
 
+def third_octave_db(x: np.ndarray, n_fft: int = 4096) -> np.ndarray:
+    """Long-term power in 1/3-octave bands 50 Hz - 16 kHz (dB), relative to the band mean."""
+    f = np.fft.rfftfreq(n_fft, 1 / SR)
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[:: n_fft // 4] * np.hanning(n_fft)
+    power = (np.abs(np.fft.rfft(frames)) ** 2).mean(0)
+    edges = 50 * 2 ** (np.arange(0, 25.01) / 3)   # 50 Hz ... 16.1 kHz
+    db = np.array([10 * np.log10(power[(f >= lo) & (f < hi)].mean() + 1e-20)
+                   for lo, hi in zip(edges[:-1], edges[1:])])
+    return db - db.mean()
+
+
+def content_gap(pairs: list[dict]) -> dict:
+    """How far each pair's reference is from its target in what a style matcher copies:
+    ``LUFS``: mean |LUFS(reference) - LUFS(target)| (a system that matches the reference's
+    loudness exactly misses the target by this much); ``spectrum_dB``: mean |difference|
+    of their level-normalised 1/3-octave spectra. Both are content, not style: reference
+    and target went through the same effects."""
+    lu = [abs(lufs(p["reference"].mean(0)) - lufs(p["target"].mean(0))) for p in pairs]
+    sp = [np.abs(third_octave_db(p["reference"].mean(0)) - third_octave_db(p["target"].mean(0))).mean()
+          for p in pairs]
+    return {"LUFS": float(np.mean(lu)), "spectrum_dB": float(np.mean(sp))}
+
+
 def run_matchering(inp: np.ndarray, ref: np.ndarray) -> np.ndarray | None:
     try:
         import matchering as mg
@@ -171,9 +194,11 @@ def main(argv=None) -> None:
     systems = a.systems.split(",")
     results: dict = {}
     timing: dict = {}
+    gaps: dict = {}
     for kind in ("music", "speech"):
         pairs = make_pairs(a.data, kind, a.pairs, a.seed, a.length,
                            None if a.raw_halves else a.half_balance_db)
+        gaps[kind] = content_gap(pairs)
         for system in systems:
             rows, t0 = [], time.perf_counter()
             for p in pairs:
@@ -191,14 +216,14 @@ def main(argv=None) -> None:
                 results[(kind, system)] = rows
                 timing[(kind, system)] = (time.perf_counter() - t0) / len(rows)
             print(f"{kind:6s} {system:10s} done ({len(rows)} pairs)", file=sys.stderr)
-    table = render_table(results, timing, a)
+    table = render_table(results, timing, a, gaps)
     print(table)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(table)
 
 
-def render_table(results: dict, timing: dict, a) -> str:
+def render_table(results: dict, timing: dict, a, gaps: dict | None = None) -> str:
     cols = ["MR-STFT", "MSD", "SCE_Hz", "RMS_dB", "LUFS", "PESQ"]
     lines = [f"Pairs: {a.pairs} per kind from held-out validation files, {a.length} samples "
              f"({a.length / SR:.2f} s) per half at 44.1 kHz, seed {a.seed}, "
@@ -225,6 +250,12 @@ def render_table(results: dict, timing: dict, a) -> str:
             rel = f"{100 * (means['MR-STFT'] / base - 1):+.0f} %" if base else ""
             cells = ["n/a" if means[c] is None else f"{means[c]:.3f}" for c in cols]
             lines.append(f"| {system} | " + " | ".join(cells) + f" | {rel} | {timing[(k, system)]:.2f} |")
+        if gaps and kind in gaps:
+            g = gaps[kind]
+            lines += ["", f"Content gap of these pairs (reference vs target, same effects, different "
+                          f"excerpt halves): loudness {g['LUFS']:.2f} LU, 1/3-octave spectrum "
+                          f"{g['spectrum_dB']:.2f} dB mean |difference|. A system that copies the "
+                          f"reference's loudness misses the target's by the first."]
         lines.append("")
     return "\n".join(lines)
 
