@@ -69,12 +69,16 @@ class BatchOptions:
     workers: int = 1
     model_path: str | None = None
     scheduler: object = None   # a Dask scheduler address ("tcp://host:8786") or a distributed.Client
+    amount: float = 1.0               # as the match command's --amount
+    loudness: float | None = None     # mastering finish, as --loudness / --true-peak
+    true_peak: float | None = None
 
     def match_options(self, overwrite: bool):
         from .pipeline import MatchOptions
 
         return MatchOptions(method=self.method, backend=self.backend, subtype=self.subtype,
-                            force=overwrite, model_path=self.model_path)
+                            force=overwrite, model_path=self.model_path, amount=self.amount,
+                            loudness=self.loudness, true_peak=self.true_peak)
 
 
 @dataclass(frozen=True)

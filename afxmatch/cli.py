@@ -46,6 +46,16 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """afxmatch: audio production style transfer with an editable effect chain."""
 
 
+# shared by the match and batch commands (batch applies them to every file)
+AMOUNT_OPTION = typer.Option(1.0, "--amount", help="How much of the match to apply: 0 = input "
+                             "unchanged, 1 = full match (EQ gains, compression and gain scale between).")
+LOUDNESS_OPTION = typer.Option(None, "--loudness", help="Mastering finish: integrated loudness target "
+                               "in LUFS (-70..0, e.g. -14) instead of the reference's; implies "
+                               "--true-peak -1 if not given.")
+TRUE_PEAK_OPTION = typer.Option(None, "--true-peak", help="Mastering finish: true-peak ceiling in dBTP "
+                                "(<= 0, e.g. -1), held by a look-ahead limiter (4x oversampled).")
+
+
 def fail(err: Exception) -> None:
     """One line on stderr, non-zero exit, no traceback."""
     typer.echo(f"afxmatch: error: {err}", err=True)
@@ -85,14 +95,9 @@ def match_cmd(
                                          "vstpreset (OUT.ZamEQ2-1/-2.vstpreset)."),
     plot: Optional[Path] = typer.Option(None, help="Also write a PNG figure (EQ, compressor, "
                                         "spectra); needs afxmatch\\[plot]."),
-    amount: float = typer.Option(1.0, help="How much of the match to apply: 0 = input unchanged, "
-                                 "1 = full match (EQ gains, compression and gain scale between)."),
-    loudness: Optional[float] = typer.Option(None, help="Mastering finish: integrated loudness "
-                                             "target in LUFS (-70..0, e.g. -14) instead of the "
-                                             "reference's; implies --true-peak -1 if not given."),
-    true_peak: Optional[float] = typer.Option(None, "--true-peak", help="Mastering finish: true-peak "
-                                              "ceiling in dBTP (<= 0, e.g. -1), held by a look-ahead "
-                                              "limiter (4x oversampled)."),
+    amount: float = AMOUNT_OPTION,
+    loudness: Optional[float] = LOUDNESS_OPTION,
+    true_peak: Optional[float] = TRUE_PEAK_OPTION,
 ) -> None:
     """Match INPUT to the style of --ref and write the result and a JSON report."""
     from rich.console import Console

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .choices import DEFAULT_METHOD
-from .cli import app, fail
+from .cli import AMOUNT_OPTION, LOUDNESS_OPTION, TRUE_PEAK_OPTION, app, fail
 from .errors import AfxmatchError
 
 STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "dim", "interrupted": "yellow"}
@@ -46,6 +46,9 @@ def batch_cmd(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster at "
                                             "this address (tcp://host:8786); needs Dask "
                                             "(the dask extra of afxmatch)."),
+    amount: float = AMOUNT_OPTION,
+    loudness: Optional[float] = LOUDNESS_OPTION,
+    true_peak: Optional[float] = TRUE_PEAK_OPTION,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only failures."),
 ) -> None:
     """Match every audio file in IN_DIR to a reference; write outputs, reports and
@@ -60,7 +63,7 @@ def batch_cmd(
     console = Console(stderr=True)
     options = BatchOptions(name=name, method=method, backend=backend, subtype=subtype, force=force,
                            resume=resume, workers=workers, model_path=str(model) if model else None,
-                           scheduler=scheduler)
+                           scheduler=scheduler, amount=amount, loudness=loudness, true_peak=true_peak)
     bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                    MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
                    TimeRemainingColumn(), console=console, disable=quiet, transient=True)

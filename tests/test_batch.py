@@ -433,3 +433,32 @@ def _children(parent: int) -> list[int]:
             except (OSError, ValueError, IndexError):
                 pass
     return kids
+
+
+def test_batch_mastering_finish_and_amount(tmp_path):
+    """--loudness / --true-peak / --amount reach every file of a batch, as in the match
+    command: loudness by pyloudnorm, true peak by scipy's 4x polyphase resampler."""
+    import pyloudnorm
+    from scipy.signal import resample_poly
+
+    src = make_folder(tmp_path / "in", GOOD[:3] + GOOD[11:12], corrupt=False)
+    ref = reference(tmp_path)
+    proc = run_cli("batch", src, "--ref", ref, "-o", tmp_path / "out", "--method", "analysis",
+                   "--loudness", "-16", "--true-peak", "-1.5", "-q")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["options"]["loudness"] == -16 and summary["options"]["true_peak"] == -1.5
+    for rel in ("a.wav", "b.wav", "c.wav", "music/l.wav"):
+        y, sr = sf.read(str(tmp_path / "out" / rel), always_2d=True)
+        assert abs(pyloudnorm.Meter(sr).integrated_loudness(y) - -16.0) < 0.5, rel
+        tp = 20 * np.log10(np.abs(resample_poly(y, 4, 1, axis=0)).max())
+        assert tp <= -1.5 + 0.02, (rel, tp)
+        rep = json.loads((tmp_path / "out" / rel).with_suffix(".json").read_text())
+        assert rep["finish"]["ceiling_dbtp"] == -1.5
+    # --amount 0: every output is its input (before any finish), within 24-bit rounding
+    summary = run_batch(src, tmp_path / "zero", ref, None, BatchOptions(method="analysis", amount=0.0))
+    assert summary.count("ok") == 4
+    for rel in ("a.wav", "music/l.wav"):
+        x, _ = sf.read(str(src / rel), always_2d=True)
+        y, _ = sf.read(str(tmp_path / "zero" / rel), always_2d=True)
+        assert np.max(np.abs(y - x)) < 1e-6, rel
