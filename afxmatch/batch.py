@@ -553,7 +553,9 @@ def _init_pool_worker(options: BatchOptions, references: list[str]) -> None:
     import torch
 
     from .analysis import loudness
+    from .runtime import tune_allocator
 
+    tune_allocator()   # spawned workers start with glibc's defaults
     torch.set_num_threads(1)
     loudness.FFT_WORKERS = 1
     warm_up(options, references)

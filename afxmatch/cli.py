@@ -211,6 +211,9 @@ def run() -> None:
     process ends with ``os._exit``: the interpreter's normal teardown (torch's and the
     audio buffers') costs about 0.6 s there and has nothing left to do.
     """
+    from .runtime import tune_allocator
+
+    tune_allocator()   # reuse freed memory instead of page-faulting it in again (runtime.py)
     try:
         app()
     except KeyboardInterrupt:
