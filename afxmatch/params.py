@@ -174,6 +174,23 @@ class ParamSpace:
         is_log = np.array([s.scale == "log" for s in self.specs])
         return lo, hi, is_log
 
+    def denormalise_batch(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """Vectorised :meth:`denormalise` (no clipping): ``(batch, n_params)`` in [0, 1] ->
+        dict of physical ``(batch,)`` float64 arrays."""
+        u = np.asarray(u, dtype=np.float64)
+        return denormalise_columns(u, *self.bounds(), self.names)
+
+
+def denormalise_columns(u, lo, hi, is_log, names, xp=np) -> dict:
+    """Normalised ``(batch, n_params)`` -> ``{name: (batch,) physical values}``, given the
+    :meth:`ParamSpace.bounds` as arrays of ``u``'s namespace ``xp`` (numpy or torch: the
+    differentiable chain maps its tensors with the same formula)."""
+    lin = lo + u * (hi - lo)
+    # log-mapped specs have positive bounds; feed 1.0 elsewhere so no NaN reaches autograd
+    log_lo, log_hi = xp.log(xp.where(is_log, lo, 1.0)), xp.log(xp.where(is_log, hi, 1.0))
+    values = xp.where(is_log, xp.exp(log_lo + u * (log_hi - log_lo)), lin)
+    return {name: values[:, i] for i, name in enumerate(names)}
+
 
 def fingerprint() -> str:
     """A short hash of the space's definition (names, units, scales, nominal ranges).

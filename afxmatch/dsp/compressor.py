@@ -27,47 +27,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CONTROL_PERIOD_S = 0.0005
-FLOOR_DB = -120.0
+from . import formulas
+from .formulas import CONTROL_PERIOD_S, FLOOR_DB, control_hop
+from .formulas import smooth_forward as _smooth_forward
 
-
-def control_hop(sample_rate: float) -> int:
-    """Samples per control frame (about 0.5 ms)."""
-    return max(1, int(round(float(sample_rate) * CONTROL_PERIOD_S)))
+__all__ = ["CONTROL_PERIOD_S", "FLOOR_DB", "control_hop", "static_curve_db", "smooth_gain",
+           "time_constant_coeff", "gain_curve_db", "frames_to_samples", "apply"]
 
 
 def static_curve_db(level_db: torch.Tensor, threshold_db: torch.Tensor, ratio: torch.Tensor,
                     knee_db: torch.Tensor) -> torch.Tensor:
     """Gain reduction in dB (<= 0) for input levels ``level_db``; params broadcast."""
-    over = level_db - threshold_db
-    slope = 1.0 / ratio - 1.0
-    safe_knee = torch.clamp(knee_db, min=1e-6)
-    knee_gain = slope * (over + knee_db / 2) ** 2 / (2 * safe_knee)
-    above = slope * over
-    in_knee = (2 * over).abs() <= knee_db
-    return torch.where(2 * over > knee_db, above, torch.where(in_knee, knee_gain, torch.zeros_like(over)))
-
-
-def _smooth_forward(gc: np.ndarray, alpha_a: np.ndarray, alpha_r: np.ndarray, g0=None):
-    """Run the attack/release recursion. ``gc`` (batch, frames) float64; ``g0`` (batch,)
-    the smoothed gain before the first frame (0 dB when None; a streamed render passes the
-    previous block's last value)."""
-    batch, frames = gc.shape
-    out = np.empty_like(gc)
-    attack = np.empty(gc.shape, dtype=bool)
-    for i in range(batch):
-        aa, ar = float(alpha_a[i]), float(alpha_r[i])
-        row, g = gc[i].tolist(), 0.0 if g0 is None else float(g0[i])
-        res, mode = [0.0] * frames, [False] * frames
-        for n, target in enumerate(row):
-            if target < g:
-                g = aa * g + (1.0 - aa) * target
-                mode[n] = True
-            else:
-                g = ar * g + (1.0 - ar) * target
-            res[n] = g
-        out[i], attack[i] = res, mode
-    return out, attack
+    return formulas.static_curve_db(level_db, threshold_db, ratio, knee_db, torch)
 
 
 def _smooth_backward(grad: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -119,7 +90,7 @@ def smooth_gain(gc: torch.Tensor, alpha_attack: torch.Tensor, alpha_release: tor
 
 def time_constant_coeff(time_ms: torch.Tensor, sample_rate: float, hop: int) -> torch.Tensor:
     """One-pole coefficient per control frame for a time constant in ms."""
-    return torch.exp(-hop / (time_ms.double() * 1e-3 * float(sample_rate)))
+    return formulas.time_constant_coeff(time_ms.double(), sample_rate, hop, torch)
 
 
 def gain_curve_db(x: torch.Tensor, sample_rate: float, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -129,7 +100,7 @@ def gain_curve_db(x: torch.Tensor, sample_rate: float, params: Mapping[str, torc
     frames = math.ceil(n_samples / hop)
     padded = F.pad(x, (0, frames * hop - n_samples))
     peak = padded.reshape(batch, channels, frames, hop).abs().amax(dim=(1, 3))
-    level_db = 20.0 * torch.log10(torch.clamp(peak.double(), min=10 ** (FLOOR_DB / 20)))
+    level_db = formulas.peak_level_db(peak.double(), torch)
     col = {k: params[k].double().reshape(-1, 1) for k in
            ("comp_threshold_db", "comp_ratio", "comp_knee_db", "comp_makeup_db")}
     gc = static_curve_db(level_db, col["comp_threshold_db"], col["comp_ratio"], col["comp_knee_db"])
@@ -141,14 +112,8 @@ def gain_curve_db(x: torch.Tensor, sample_rate: float, params: Mapping[str, torc
 
 def frames_to_samples(g: torch.Tensor, hop: int) -> torch.Tensor:
     """Linear interpolation of per-frame values ``(batch, frames)`` (frame centres) to
-    ``(batch, frames * hop)`` samples, edges held (as ``F.interpolate(mode="linear",
-    align_corners=False)``, which is 10x slower on long signals)."""
-    w = ((torch.arange(hop, dtype=g.dtype, device=g.device) + 0.5) / hop - 0.5)  # (hop,) in (-0.5, 0.5)
-    prev = torch.cat([g[:, :1], g[:, :-1]], dim=1)[..., None]
-    nxt = torch.cat([g[:, 1:], g[:, -1:]], dim=1)[..., None]
-    cur = g[..., None]
-    out = cur + torch.where(w < 0, w * (cur - prev), w * (nxt - cur))
-    return out.reshape(g.shape[0], -1)
+    ``(batch, frames * hop)`` samples, edges held."""
+    return formulas.frames_to_samples(g, hop, torch)
 
 
 def apply(x: torch.Tensor, sample_rate: float, params: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -14,12 +14,11 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-from ..params import EQ_BANDS
-from . import biquad
+from . import formulas
+from .formulas import MAX_IR, MIN_BLOCK, MIN_IR, fft_size
 
-MAX_IR = 1 << 20
-MIN_BLOCK = 1 << 15
-MIN_IR = 1 << 10
+__all__ = ["MAX_IR", "MIN_BLOCK", "MIN_IR", "band_coefficients", "response", "magnitude_db",
+           "impulse_length", "fft_size", "apply", "filter_response"]
 
 
 def band_coefficients(params: Mapping[str, torch.Tensor], sample_rate: float):
@@ -27,55 +26,25 @@ def band_coefficients(params: Mapping[str, torch.Tensor], sample_rate: float):
 
     Bands of the same kind are computed in one batched call (fewer, larger tensor ops).
     """
-    kinds: dict[str, list[str]] = {}
-    for prefix, kind in EQ_BANDS:
-        kinds.setdefault(kind, []).append(prefix)
-    for kind, prefixes in kinds.items():
-        f, g, q = (torch.stack([torch.as_tensor(params[f"{p}_{suffix}"], dtype=torch.float64).reshape(-1)
-                                for p in prefixes], -1) for suffix in ("freq_hz", "gain_db", "q"))
-        yield biquad.coefficients(kind, f, g, q, sample_rate)
+    return formulas.band_coefficients(params, sample_rate, torch)
 
 
 def response(params: Mapping[str, torch.Tensor], sample_rate: float,
              omega: torch.Tensor) -> torch.Tensor:
     """Complex response of the whole cascade, ``(batch, n_freq)`` complex128."""
-    h = None
-    for b, a in band_coefficients(params, sample_rate):
-        hb = biquad.response(b, a, omega).prod(dim=-2)
-        h = hb if h is None else h * hb
-    return h
+    return formulas.eq_response(params, sample_rate, omega.to(torch.float64), torch)
 
 
 def magnitude_db(params: Mapping[str, torch.Tensor], sample_rate: float,
                  freqs_hz: torch.Tensor) -> torch.Tensor:
     """Cascade magnitude in dB at ``freqs_hz``, ``(batch, n_freq)`` float64."""
-    omega = 2 * math.pi * torch.as_tensor(freqs_hz, dtype=torch.float64) / float(sample_rate)
-    return sum(10.0 * torch.log10(biquad.power_response(b, a, omega) + 1e-30).sum(dim=-2)
-               for b, a in band_coefficients(params, sample_rate))
+    return formulas.eq_magnitude_db(params, sample_rate, freqs_hz, torch)
 
 
 def impulse_length(params: Mapping[str, torch.Tensor], sample_rate: float) -> int:
     """Samples needed for the cascade's impulse response to decay (sum over bands)."""
-    total = 0
-    for _, a in band_coefficients(params, sample_rate):
-        total += sum(biquad.decay_samples(a[..., i, :]) for i in range(a.shape[-2]))
-    return min(int(total), MAX_IR)
-
-
-def fft_size(n: int) -> int:
-    """A fast FFT size >= n (products of 2, 3 and 5)."""
-    best = 1 << max(0, (n - 1).bit_length())
-    p5 = 1
-    while p5 < best:
-        p35 = p5
-        while p35 < best:
-            m = p35
-            while m < n:
-                m *= 2
-            best = min(best, m)
-            p35 *= 3
-        p5 *= 5
-    return best
+    with torch.no_grad():
+        return formulas.eq_impulse_length(params, sample_rate, torch)
 
 
 def apply(x: torch.Tensor, sample_rate: float, params: Mapping[str, torch.Tensor],
