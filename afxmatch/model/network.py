@@ -11,19 +11,16 @@ layer starts at zero weight with a bias that gives (almost) the neutral defaults
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
 from ..params import ParamSpace
 from .features import LogMel
 
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
-INIT_MARGIN = 0.03
+# shared with the torch-free inference pass (numpy_net), defined there once
+from .numpy_net import DEFAULT_CONFIG, GN_EPS, GROUPS, PRIOR_EPS, QUANTILES
 
-DEFAULT_CONFIG = dict(sample_rate=44100, n_fft=2048, hop=512, n_mels=64, channels=128,
-                      n_conv=4, embed=128, hidden=256, n_params=25, residual=False)
-PRIOR_EPS = 1e-3  # priors are clipped to [eps, 1 - eps] before the logit
+INIT_MARGIN = 0.03
 
 
 class Encoder(nn.Module):
@@ -34,7 +31,7 @@ class Encoder(nn.Module):
         layers, c_in = [], n_mels
         for i in range(n_conv):
             layers += [nn.Conv1d(c_in, channels, 3, padding=2 ** i, dilation=2 ** i),
-                       nn.GroupNorm(8, channels), nn.GELU()]
+                       nn.GroupNorm(GROUPS, channels, eps=GN_EPS), nn.GELU()]
             c_in = channels
         self.conv = nn.Sequential(*layers)
         n_stats = 2 * channels + 2 * n_mels + len(QUANTILES)
