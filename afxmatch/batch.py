@@ -544,20 +544,24 @@ def _on_worker_sigterm(signum, frame):
     os._exit(128 + signum)
 
 
+# a pool worker's threads: the pool is the parallelism. Read by BLAS (numpy's matrix
+# products in the network) and by torch (the optimise method) when they load, so they
+# are put in the workers' environment at spawn time (see _run_pool).
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def _init_pool_worker(options: BatchOptions, references: list[str]) -> None:
-    """Worker process initializer: one torch and one FFT thread (the pool is the
-    parallelism), Ctrl-C left to the parent (it stops workers with SIGTERM), then the
-    warm-up."""
+    """Worker process initializer: one FFT thread (and one BLAS / torch thread, from
+    :data:`SINGLE_THREAD_ENV`), Ctrl-C left to the parent (it stops workers with
+    SIGTERM), then the warm-up."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_worker_sigterm)
-    import torch
-
     from .analysis import loudness
+    from .dsp import numpy_chain
     from .runtime import tune_allocator
 
     tune_allocator()   # spawned workers start with glibc's defaults
-    torch.set_num_threads(1)
-    loudness.FFT_WORKERS = 1
+    loudness.FFT_WORKERS = numpy_chain.FFT_WORKERS = 1
     warm_up(options, references)
 
 
@@ -579,11 +583,24 @@ def _run_in_process(jobs, options, references, emit) -> None:
 
 
 def _run_pool(jobs, options, references, emit) -> None:
+    todo, broke_once = list(jobs), set()
+    saved_env = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
+    os.environ.update(SINGLE_THREAD_ENV)   # inherited by the spawned workers only
+    try:
+        _pool_rounds(todo, broke_once, options, references, emit)
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _pool_rounds(todo, broke_once, options, references, emit) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    todo, broke_once = list(jobs), set()
     while todo:
         pool = ProcessPoolExecutor(max_workers=min(options.workers, len(todo)),
                                    mp_context=multiprocessing.get_context("spawn"),

@@ -19,9 +19,10 @@ from .choices import DEFAULT_METHOD, METHODS, check_search_limits, resolve_backe
 from .errors import AudioFileError, InvalidParameterError, OutputError
 from .params import ParamSpace
 
-# analysis, estimation, rendering and the report pull in torch, scipy and pyloudnorm
-# (seconds of start-up); they are imported where needed, after the cheap checks, so a
-# wrong path or option fails at once.
+# analysis, estimation, rendering and the report pull in scipy and pyloudnorm (and torch
+# for --method optimise: seconds of start-up); they are imported where needed, after the
+# cheap checks, so a wrong path or option fails at once. The default path (method model,
+# the built-in chain) never imports torch: the network and the chain run in numpy.
 
 PEAK_CEILING_DB = -0.1  # sample-peak ceiling of the safety gain (dBFS)
 SWITCH_INTERVAL_S = 0.0005  # GIL switch interval while the warm-up thread imports
@@ -78,11 +79,13 @@ class MatchResult:
 def load_default_model(model_path: str | None = None):
     """``(network, config, info)`` for ``model_path`` or the shipped default model.
 
-    Loaded once per process and cached (batch work reuses it).
+    The network is the torch-free :class:`~afxmatch.model.numpy_net.NumpyNet` (inference
+    needs no gradients, and ``import torch`` alone costs about 2 s of start-up). Loaded
+    once per process and cached (batch work reuses it).
     """
-    from .model.io import load_cached
+    from .model.io import load_cached_numpy
 
-    return load_cached(model_path)
+    return load_cached_numpy(model_path)
 
 
 def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: float,
@@ -271,8 +274,8 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
         inp, ref, result, timings = match_streamed(infos, out_path, fmt, subtype, options, progress, reference)
         timings = {**timings, "load": t_load, "total": time.perf_counter() - t_start}
     else:
-        # torch, the estimators and the model load in a thread while the files are read
-        # and measured (numpy/scipy, which release the GIL): about 1 s of start-up hidden.
+        # the estimators (scipy.optimize), the model and, for optimise, torch load in a
+        # thread while the files are read and measured (numpy/scipy release the GIL).
         # Batch work (reference given) has warmed up once per worker: no thread there.
         warm = _WarmUp(options) if reference is None else None
         inp = audio.load(input_path, "input")
@@ -326,8 +329,9 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
 
 
 class _WarmUp:
-    """Import torch and the estimation/render modules, and load the model the method
-    needs, in a background thread; :meth:`wait` joins it and re-raises its error."""
+    """Import the estimation/render modules (and torch where the method needs it), and
+    load the model the method needs, in a background thread; :meth:`wait` joins it and
+    re-raises its error."""
 
     def __init__(self, options: MatchOptions):
         import threading
@@ -342,10 +346,12 @@ class _WarmUp:
 
     def _run(self, options: MatchOptions) -> None:
         try:
-            from . import render, report  # noqa: F401  (torch, dsp)
+            from . import render, report  # noqa: F401  (numpy chain, pyloudnorm)
             from .estimate import analysis  # noqa: F401  (scipy.optimize)
             if options.method in ("model", "optimise"):
                 load_default_model(options.model_path)
+            if options.method == "optimise":
+                from .estimate import optimise  # noqa: F401  (torch: gradients)
         except BaseException as err:  # noqa: BLE001 - handed to the main thread
             self.error = err
 

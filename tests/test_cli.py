@@ -172,3 +172,15 @@ def test_version_and_help():
     assert proc.returncode == 0 and proc.stdout.startswith("afxmatch ")
     proc = run_cli("match", "--help")
     assert proc.returncode == 0 and "--ref" in proc.stdout
+
+
+def test_default_match_never_imports_torch(tmp_path):
+    """The default job (method model, built-in chain) runs the network and the chain in
+    numpy: ``import torch`` alone would cost about 2 s of start-up."""
+    code = ("import sys; from afxmatch.pipeline import match_file; "
+            f"r = match_file({str(EXAMPLE_INPUT)!r}, {str(EXAMPLE_REFERENCE)!r}, {str(tmp_path / 'o.wav')!r}); "
+            "assert r['method'] == 'model' and r['model']['sha256'], r['method']; "
+            "print('torch' in sys.modules, len(r['model']['sha256']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "64"]

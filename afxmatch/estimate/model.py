@@ -13,10 +13,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
+from ..model.numpy_net import NumpyNet
 from ..params import ParamSpace
-from ..model.network import MatchNet
 
 MODEL_RATE = 44100
 MAX_WINDOWS = 8
@@ -105,11 +104,33 @@ def to_model_rate(segments: list[np.ndarray], rate: float, win: int) -> np.ndarr
     return np.stack(out)
 
 
-@torch.no_grad()
-def _embed(model: MatchNet, windows: np.ndarray, gain: float) -> torch.Tensor:
-    """One embedding for ``(n_windows, samples)`` windows, pooled jointly over their frames."""
-    enc = model.encoder
-    return enc.embed_stats(enc.stats(enc.mel(torch.from_numpy(windows * np.float32(gain))), joint=True))
+def _embed(model, windows: np.ndarray, gain: float) -> np.ndarray:
+    """One embedding ``(embed,)`` for ``(n_windows, samples)`` windows, pooled jointly over
+    their frames. ``model``: the numpy network (inference, no torch) or a torch
+    ``MatchNet`` (training code and tests; the same numbers within ~1e-6)."""
+    if isinstance(model, NumpyNet):
+        return model.embed(windows, gain)
+    import torch
+
+    with torch.no_grad():
+        enc = model.encoder
+        e = enc.embed_stats(enc.stats(enc.mel(torch.from_numpy(windows * np.float32(gain))), joint=True))
+    return e[0].numpy()
+
+
+def _control(model, e_in: np.ndarray, e_ref: np.ndarray, prior_u: np.ndarray | None) -> np.ndarray:
+    """The network's normalised parameters ``(n_params,)`` float64 in [0, 1]."""
+    if isinstance(model, NumpyNet):
+        u = model.control(e_in, e_ref, prior_u)
+    else:
+        import torch
+
+        model.eval()
+        with torch.no_grad():
+            t = [torch.from_numpy(np.asarray(v, dtype=np.float32))[None] for v in (e_in, e_ref)]
+            prior = None if prior_u is None else torch.from_numpy(np.asarray(prior_u, dtype=np.float64))[None]
+            u = model.control(*t, prior)[0].double().numpy()
+    return np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
 
 
 def model_window(config: dict) -> int:
@@ -118,7 +139,7 @@ def model_window(config: dict) -> int:
 
 
 def estimate_model(x: np.ndarray, sample_rate: float, ref: np.ndarray, ref_rate: float,
-                   model: MatchNet, config: dict, prior: dict | None = None) -> dict[str, float]:
+                   model, config: dict, prior: dict | None = None) -> dict[str, float]:
     """Physical parameters (at ``sample_rate``) that make ``x`` (C, N) sound like ``ref``.
 
     A residual model (``config["architecture"]["residual"]``) refines ``prior``, the
@@ -153,7 +174,7 @@ def pooled_reference_windows(refs, rates, win: int) -> tuple[np.ndarray, float]:
 
 
 def estimate_from_windows(xw: np.ndarray, x_peak: float, sample_rate: float, rw: np.ndarray,
-                          r_peak: float, model: MatchNet, prior: dict | None = None) -> dict[str, float]:
+                          r_peak: float, model, prior: dict | None = None) -> dict[str, float]:
     """:func:`estimate_model` from the windows already chosen and resampled (``(n, win)``
     at 44.1 kHz, :func:`to_model_rate`) and each signal's full-length mono peak."""
     target = 10 ** (PEAK_DB / 20)
@@ -168,10 +189,8 @@ def estimate_from_windows(xw: np.ndarray, x_peak: float, sample_rate: float, rw:
         p = dict(prior)
         p["comp_threshold_db"] = p["comp_threshold_db"] + a_db  # into the model's -12 dBFS frame
         p["out_gain_db"] = 0.0
-        u_prior = torch.as_tensor(space44.normalise(space44.validate(p, clip=True)))[None]
-    model.eval()
-    with torch.no_grad():
-        u = model.control(_embed(model, xw, gx), _embed(model, rw, gr), u_prior)[0].double().clamp(0, 1)
+        u_prior = np.asarray(space44.normalise(space44.validate(p, clip=True)), dtype=np.float64)
+    u = _control(model, _embed(model, xw, gx), _embed(model, rw, gr), u_prior)
     params = space44.denormalise(u.tolist())
     params["comp_threshold_db"] -= a_db
     params["out_gain_db"] += a_db - b_db
