@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .audio import check_writable
 from .errors import AfxmatchError, OutputError
@@ -42,18 +41,15 @@ def check_plot_path(path, force: bool, protected=()) -> Path:
 
 
 def eq_curve(params: dict, sample_rate: float, freqs: np.ndarray) -> np.ndarray:
-    from .dsp.eq import magnitude_db
-    t = {k: torch.tensor([float(v)], dtype=torch.float64) for k, v in params.items()}
-    return magnitude_db(t, sample_rate, torch.as_tensor(freqs, dtype=torch.float64))[0].numpy()
+    from .dsp.numpy_chain import eq_magnitude_db
+    return eq_magnitude_db(params, sample_rate, np.asarray(freqs, dtype=np.float64))[0]
 
 
 def static_curve(params: dict, levels_db: np.ndarray) -> np.ndarray:
     """Compressor output level (dBFS, before the output gain) for input peak levels."""
-    from .dsp.compressor import static_curve_db
-    p = {k: torch.tensor(float(params[k]), dtype=torch.float64)
-         for k in ("comp_threshold_db", "comp_ratio", "comp_knee_db")}
-    gc = static_curve_db(torch.as_tensor(levels_db, dtype=torch.float64), p["comp_threshold_db"],
-                         p["comp_ratio"], p["comp_knee_db"]).numpy()
+    from .dsp.formulas import static_curve_db
+    gc = static_curve_db(np.asarray(levels_db, dtype=np.float64), float(params["comp_threshold_db"]),
+                         float(params["comp_ratio"]), float(params["comp_knee_db"]))
     return levels_db + gc + float(params["comp_makeup_db"])
 
 

@@ -15,10 +15,9 @@ The compressor and the output gain cannot be represented in a ParametricEQ file;
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from .. import __version__
-from ..dsp.eq import magnitude_db
+from ..dsp.numpy_chain import eq_magnitude_db
 from ..params import EQ_BANDS
 
 APO_TYPES = {"low_shelf": "LSC", "peak": "PK", "high_shelf": "HSC"}
@@ -27,8 +26,7 @@ APO_TYPES = {"low_shelf": "LSC", "peak": "PK", "high_shelf": "HSC"}
 def eq_max_db(params: dict, sample_rate: float, n: int = 4000) -> float:
     """Highest point of the EQ's magnitude response (dB) on a dense log grid to Nyquist."""
     freqs = np.geomspace(5.0, sample_rate / 2 * 0.9999, n)
-    t = {k: torch.tensor([float(v)], dtype=torch.float64) for k, v in params.items()}
-    return float(magnitude_db(t, sample_rate, torch.from_numpy(freqs)).max())
+    return float(eq_magnitude_db(params, sample_rate, freqs).max())
 
 
 def apo_text(settings) -> tuple[str, list[str]]:

@@ -34,9 +34,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from ..dsp.eq import magnitude_db
+from ..dsp.numpy_chain import eq_magnitude_db
 from ..params import EQ_BANDS
 from ..render import vst3_backend
 from ..render.vst3_backend import N_EQ as N_INSTANCES, set_value  # noqa: F401
@@ -85,8 +84,7 @@ def report_eq_db(params: dict, sample_rate: float, freqs: np.ndarray, only: str 
         for prefix, _ in EQ_BANDS:
             if prefix != only:
                 p[f"{prefix}_gain_db"] = 0.0
-    t = {k: torch.tensor([float(v)], dtype=torch.float64) for k, v in p.items()}
-    return magnitude_db(t, sample_rate, torch.as_tensor(freqs, dtype=torch.float64))[0].numpy()
+    return eq_magnitude_db(p, sample_rate, np.asarray(freqs, dtype=np.float64))[0]
 
 
 def fit_grid(sample_rate: float, n: int = 160) -> np.ndarray:
