@@ -189,3 +189,28 @@ def test_residual_training_on_a_bank_and_estimation(tmp_path):
 def test_missing_model_path_is_named(tmp_path):
     with pytest.raises(ModelError, match="nowhere"):
         load_model(tmp_path / "nowhere")
+
+
+def test_reference_embedding_is_made_once_per_reference(monkeypatch):
+    """Batch work matches many inputs to one reference: its embedding is cached, keyed
+    by the windows' contents, and equals a fresh one."""
+    from afxmatch.estimate import model as em
+    from afxmatch.model.io import load_cached_numpy
+
+    net = load_cached_numpy()[0]
+    rng = np.random.default_rng(3)
+    windows = (0.1 * rng.standard_normal((2, 8192))).astype(np.float32)
+    fresh = em._embed(net, windows, 2.0)
+    calls = []
+    monkeypatch.setattr(em, "_embed", lambda *a: calls.append(1) or fresh.copy())
+    em._REFERENCE_EMBEDDINGS.clear()
+    first = em.reference_embedding(net, windows, 2.0)
+    again = em.reference_embedding(net, windows.copy(), 2.0)
+    assert len(calls) == 1 and np.array_equal(first, fresh) and np.array_equal(again, fresh)
+    changed = windows.copy()
+    changed[1, 100] += 1e-3           # another reference (or the same one edited): made anew
+    em.reference_embedding(net, changed, 2.0)
+    em.reference_embedding(net, windows, 3.0)   # another level: made anew
+    assert len(calls) == 3
+    with pytest.raises(ValueError):
+        first[0] = 1.0                # shared: read-only
