@@ -13,6 +13,9 @@ arrays with one parameter set (a mapping of names to floats):
 - Output gain.
 
 The results equal the torch chain's to float32 rounding (tests/test_numpy_chain.py).
+The streamed render (:mod:`afxmatch.render.stream`) runs the same chain block by block
+with the helpers below (:func:`overlap_add`, :func:`frame_peaks`,
+:func:`smoothed_reduction_db`, :func:`output_gain`).
 Imports no torch and no ``scipy.signal``/``scipy.special`` (slow imports).
 """
 
@@ -55,6 +58,27 @@ def eq_impulse_response(params: Mapping[str, float], sample_rate: float,
     return sp_fft.irfft(formulas.eq_response(p, sample_rate, omega)[0], m)[:tail]
 
 
+def overlap_add_sizes(tail: int) -> tuple[int, int]:
+    """``(FFT size, block length)`` of the overlap-add for an impulse response ``tail``
+    samples long: blocks of at least ``max(4 * tail, MIN_BLOCK)`` samples, each filtered
+    with its ``tail`` in one FFT (the streamed render uses the same)."""
+    n_fft = fft_size(max(4 * tail, MIN_BLOCK) + tail)
+    return n_fft, n_fft - tail
+
+
+def ir_spectrum(ir: np.ndarray, n_fft: int) -> np.ndarray:
+    """The FIR ``ir``'s rfft at ``n_fft`` points, complex64 (what :func:`fft_filter` takes)."""
+    return sp_fft.rfft(ir, n_fft).astype(np.complex64)
+
+
+def fft_filter(frames: np.ndarray, spectrum: np.ndarray, n_fft: int) -> np.ndarray:
+    """Full linear convolution of float32 ``(..., len)`` frames (``len + tail <= n_fft``)
+    with the FIR whose :func:`ir_spectrum` is ``spectrum``: ``(..., n_fft)`` float32."""
+    x = sp_fft.rfft(frames, n_fft, axis=-1, workers=FFT_WORKERS)
+    x *= spectrum
+    return sp_fft.irfft(x, n_fft, axis=-1, workers=FFT_WORKERS)
+
+
 def convolve(x: np.ndarray, ir: np.ndarray) -> np.ndarray:
     """``(channels, n)`` float32 filtered by the FIR ``ir``, zero initial state, the first
     ``n`` samples (the tail past the end dropped). One FFT when ``n`` is at most two
@@ -67,18 +91,29 @@ def convolve(x: np.ndarray, ir: np.ndarray) -> np.ndarray:
     if n_samples <= 2 * block:
         n_fft, block = fft_size(n_samples + tail), n_samples
     else:
-        n_fft = fft_size(block + tail)
-        block = n_fft - tail
+        n_fft, block = overlap_add_sizes(tail)
     n_blocks = math.ceil(n_samples / block)
     frames = np.zeros((channels, n_blocks, block), np.float32)
     frames.reshape(channels, -1)[:, :n_samples] = x
-    spectrum = sp_fft.rfft(frames, n_fft, axis=-1, workers=FFT_WORKERS)
-    spectrum *= sp_fft.rfft(ir, n_fft).astype(np.complex64)
-    full = sp_fft.irfft(spectrum, n_fft, axis=-1, workers=FFT_WORKERS)   # (channels, blocks, n_fft)
+    y, _ = overlap_add(frames, ir_spectrum(ir, n_fft), n_fft, tail)
+    return y[:, :n_samples]
+
+
+def overlap_add(frames: np.ndarray, spectrum: np.ndarray, n_fft: int, tail: int,
+                carry: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Filter consecutive float32 blocks ``(channels, k, block)`` of one signal with the FIR
+    (``tail`` samples long, :func:`ir_spectrum` ``spectrum``, ``block + tail <= n_fft``):
+    each block's tail is added to the next one's head, and ``carry`` (``(channels, tail)``,
+    the tail of the block before these; needs ``block >= tail``) to the first one's.
+    Returns ``(output (channels, k * block), the last block's tail (channels, tail))``."""
+    channels, n_blocks, block = frames.shape
+    full = fft_filter(frames, spectrum, n_fft)                          # (channels, k, n_fft)
     y = full[..., :block]
     if n_blocks > 1:
         y[:, 1:, :tail] += full[:, :-1, block:block + tail]             # each block's tail into the next
-    return y.reshape(channels, -1)[:, :n_samples]
+    if carry is not None:
+        y[:, 0, :tail] += carry
+    return y.reshape(channels, -1), full[:, -1, block:block + tail]
 
 
 def eq_apply(x: np.ndarray, sample_rate: float, params: Mapping[str, float],
@@ -88,22 +123,39 @@ def eq_apply(x: np.ndarray, sample_rate: float, params: Mapping[str, float],
     return convolve(x, eq_impulse_response(params, sample_rate, tail))
 
 
-def compressor_gain_db(x: np.ndarray, sample_rate: float, params: Mapping[str, float]) -> np.ndarray:
-    """The compressor's smoothed gain (reduction + make-up) in dB at audio rate, ``(samples,)``
-    float32, detected on all channels of ``(channels, samples)`` at once (linked)."""
+def frame_peaks(x: np.ndarray, hop: int) -> np.ndarray:
+    """The linked detector's input: the peak ``|x|`` over all channels of ``(channels,
+    samples)`` in each control frame of ``hop`` samples (the last one zero-padded),
+    ``(frames,)`` float64."""
     n_samples = x.shape[-1]
-    hop = control_hop(sample_rate)
     frames = math.ceil(n_samples / hop)
     peak = np.zeros(frames * hop, np.float32)
     np.abs(x).max(axis=0, out=peak[:n_samples])
-    level_db = formulas.peak_level_db(peak.reshape(frames, hop).max(axis=1).astype(np.float64))
-    gc = formulas.static_curve_db(level_db, float(params["comp_threshold_db"]), float(params["comp_ratio"]),
-                                  float(params["comp_knee_db"]))
+    return peak.reshape(frames, hop).max(axis=1).astype(np.float64)
+
+
+def smoothed_reduction_db(peaks: np.ndarray, sample_rate: float, params: Mapping[str, float],
+                          g0: float | None = None) -> np.ndarray:
+    """The compressor's gain reduction (dB, <= 0, without make-up) per control frame for
+    the frame peaks ``peaks`` (:func:`frame_peaks`): the static curve, then the
+    attack/release ballistics starting from the smoothed gain ``g0`` (0 dB when None; a
+    streamed render passes the previous frame's value). ``(frames,)`` float64."""
+    hop = control_hop(sample_rate)
+    gc = formulas.static_curve_db(formulas.peak_level_db(peaks), float(params["comp_threshold_db"]),
+                                  float(params["comp_ratio"]), float(params["comp_knee_db"]))
     alphas = (formulas.time_constant_coeff(np.array([float(params[k])]), sample_rate, hop)
               for k in ("comp_attack_ms", "comp_release_ms"))
-    g, _ = formulas.smooth_forward(gc[None], *alphas)
+    g, _ = formulas.smooth_forward(gc[None], *alphas, None if g0 is None else np.array([g0]))
+    return g[0]
+
+
+def compressor_gain_db(x: np.ndarray, sample_rate: float, params: Mapping[str, float]) -> np.ndarray:
+    """The compressor's smoothed gain (reduction + make-up) in dB at audio rate, ``(samples,)``
+    float32, detected on all channels of ``(channels, samples)`` at once (linked)."""
+    hop = control_hop(sample_rate)
+    g = smoothed_reduction_db(frame_peaks(x, hop), sample_rate, params)[None]
     g = g + float(params["comp_makeup_db"])
-    return formulas.frames_to_samples(g.astype(np.float32), hop)[0, :n_samples]
+    return formulas.frames_to_samples(g.astype(np.float32), hop)[0, :x.shape[-1]]
 
 
 def db_to_gain(db):
@@ -123,5 +175,10 @@ def process(x: np.ndarray, sample_rate: float, params: Mapping[str, float],
     if "comp" in stages:
         y *= db_to_gain(compressor_gain_db(y, sample_rate, params))
     if "gain" in stages:
-        y *= np.float32(10.0 ** (float(params["out_gain_db"]) / 20.0))
+        y *= output_gain(params)
     return y
+
+
+def output_gain(params: Mapping[str, float]) -> np.float32:
+    """The output gain stage's linear factor."""
+    return np.float32(10.0 ** (float(params["out_gain_db"]) / 20.0))
