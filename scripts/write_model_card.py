@@ -116,6 +116,16 @@ afxmatch train --data /tmp/afx_corpus --out models/default --bank /tmp/afx_bank
 
 {a.benchmark.read_text().strip()}
 
+## Loading
+
+`model.pt` is a plain state_dict. For inference (the default `--method model`)
+afxmatch reads it without torch (`afxmatch/model/io.read_state_dict`: a restricted
+unpickler that allows only the ordered dict, the tensor rebuild function and three
+storage types) and runs the network in numpy (`afxmatch/model/numpy_net.py`, within
+~2e-7 of the torch network's parameters). Training and `--method optimise` load it with
+`torch.load(weights_only=True)`. Both check the sha256 and the parameter-space
+fingerprint first.
+
 ## Limits
 
 - Parameters are static over the file.
