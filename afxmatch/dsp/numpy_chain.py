@@ -46,6 +46,14 @@ def eq_magnitude_db(params: Mapping[str, np.ndarray], sample_rate: float,
     return formulas.eq_magnitude_db(params, sample_rate, freqs_hz)
 
 
+def rbj_coefficients(kind: str, freq_hz, gain_db, q, sample_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """RBJ coefficients ``(b, a)``, each ``(n, 3)`` float64 with ``a0 = 1``, for scalars
+    or equal-length arrays of frequency (Hz), gain (dB) and Q."""
+    f, g, q = np.broadcast_arrays(*(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (freq_hz, gain_db, q)))
+    b, a = formulas.rbj_coefficients(kind, f, g, q, sample_rate)
+    return b.reshape(-1, 3), a.reshape(-1, 3)
+
+
 def eq_impulse_response(params: Mapping[str, float], sample_rate: float,
                         tail: int | None = None) -> np.ndarray:
     """The cascade's impulse response (float64) until it has decayed below -140 dB

@@ -180,15 +180,12 @@ def fitted_start(start: Mapping[str, float], sample_rate: float) -> tuple[dict[s
     (:func:`afxmatch.render.zam_fit.fit_eq`, from ``start`` and from its projection), then
     projected (:func:`vst3_backend.project`) so the report's parameters describe what the
     plugins play. The compressor maps directly. Returns ``(params, fit info)``."""
-    import torch
-
-    from ..dsp.eq import magnitude_db
+    from ..dsp.numpy_chain import eq_magnitude_db
     from ..render import zam_fit
     from ..render.vst3_backend import project
 
     freqs, weights = zam_fit.fit_grid(sample_rate)
-    t = {k: torch.tensor([float(v)], dtype=torch.float64) for k, v in start.items()}
-    target = magnitude_db(t, sample_rate, torch.as_tensor(freqs, dtype=torch.float64))[0].numpy()
+    target = eq_magnitude_db(start, sample_rate, np.asarray(freqs, dtype=np.float64))[0]
     snapped = project(start, sample_rate, PROJECT_TOL_DB)
     fitted, info = zam_fit.fit_eq(target, start, sample_rate, freqs, weights, extra_starts=[snapped])
     return project(fitted, sample_rate, PROJECT_TOL_DB), info

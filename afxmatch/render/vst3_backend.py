@@ -351,12 +351,10 @@ def eq_response_db(params: Mapping[str, float], sample_rate: float, freqs: np.nd
 def describe(params: Mapping[str, float], sample_rate: float, channels: int) -> dict:
     """For the report: the plugins, their exact settings, what is not represented and the
     measured worst-case difference between the plugin EQ and the report's EQ."""
-    from ..dsp.eq import magnitude_db
-    import torch
+    from ..dsp.numpy_chain import eq_magnitude_db
 
     grid = zam_map.error_grid(sample_rate)
-    t = {k: torch.tensor([float(v)], dtype=torch.float64) for k, v in params.items()}
-    rbj = magnitude_db(t, sample_rate, torch.as_tensor(grid, dtype=torch.float64))[0].numpy()
+    rbj = eq_magnitude_db(params, sample_rate, grid)[0]
     err = float(np.max(np.abs(eq_response_db(params, sample_rate, grid) - rbj)))
     comp = COMP_STEREO + " (linked: stereo_detection=max)" if channels == 2 else (
         COMP_MONO if channels == 1 else f"{COMP_MONO} x{channels} (per channel, not linked)")

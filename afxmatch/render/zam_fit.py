@@ -29,9 +29,8 @@ import math
 from typing import Mapping
 
 import numpy as np
-import torch
 
-from ..dsp import biquad
+from ..dsp.numpy_chain import rbj_coefficients
 from ..params import EQ_BANDS, ParamSpace
 from . import zam_map
 
@@ -64,10 +63,7 @@ class ChainModel:
         self.z = np.exp(-1j * 2.0 * np.pi * np.asarray(freqs, dtype=np.float64) / self.sr)[None]
 
     def rbj(self, kind: str, f, g, q) -> np.ndarray:
-        b, a = biquad.coefficients(kind, torch.as_tensor(f, dtype=torch.float64),
-                                   torch.as_tensor(g, dtype=torch.float64),
-                                   torch.as_tensor(q, dtype=torch.float64), self.sr)
-        return _db(b.numpy().reshape(-1, 3), a.numpy().reshape(-1, 3), self.z)
+        return _db(*rbj_coefficients(kind, f, g, q, self.sr), self.z)
 
     def bands(self, params: Mapping[str, float]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{prefix: (zam_db, rbj_db)}`` of each band as the plugins play ``params``

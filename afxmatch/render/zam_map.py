@@ -46,9 +46,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
-from ..dsp import biquad
+from ..dsp import formulas
+from ..dsp.numpy_chain import rbj_coefficients
 
 # ZamEQ2 4.2 parameter ranges (plugin units)
 FREQ_RANGE = (20.0, 14000.0)
@@ -154,17 +154,14 @@ def orfanidis_peak(freq_hz: float, gain_db: float, bw: float, sample_rate: float
 
 def _db(b, a, freqs: np.ndarray, sample_rate: float) -> np.ndarray:
     """dB response of ``(..., 3)`` biquads at ``freqs``, ``(..., n_freq)``."""
-    omega = torch.as_tensor(2.0 * np.pi * np.asarray(freqs, dtype=np.float64) / sample_rate)
-    p = biquad.power_response(torch.as_tensor(np.asarray(b), dtype=torch.float64),
-                              torch.as_tensor(np.asarray(a), dtype=torch.float64), omega)
-    return 10.0 * np.log10(p.numpy())
+    omega = 2.0 * np.pi * np.asarray(freqs, dtype=np.float64) / sample_rate
+    p = formulas.power_response(np.asarray(b, dtype=np.float64), np.asarray(a, dtype=np.float64), omega)
+    return 10.0 * np.log10(p)
 
 
 def rbj_db(kind: str, freq_hz, gain_db, q, sample_rate: float, freqs: np.ndarray) -> np.ndarray:
     """RBJ band response(s) in dB; scalars or equal-length arrays -> ``(n, n_freq)``."""
-    f, g, q = (torch.atleast_1d(torch.as_tensor(v, dtype=torch.float64)) for v in (freq_hz, gain_db, q))
-    b, a = biquad.coefficients(kind, f, g, q, sample_rate)
-    return _db(b.numpy(), a.numpy(), freqs, sample_rate)
+    return _db(*rbj_coefficients(kind, freq_hz, gain_db, q, sample_rate), freqs, sample_rate)
 
 
 def error_grid(sample_rate: float) -> np.ndarray:
