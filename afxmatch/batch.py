@@ -583,11 +583,10 @@ def _run_in_process(jobs, options, references, emit) -> None:
 
 
 def _run_pool(jobs, options, references, emit) -> None:
-    todo, broke_once = list(jobs), set()
     saved_env = {k: os.environ.get(k) for k in SINGLE_THREAD_ENV}
     os.environ.update(SINGLE_THREAD_ENV)   # inherited by the spawned workers only
     try:
-        _pool_rounds(todo, broke_once, options, references, emit)
+        _pool_rounds(list(jobs), options, references, emit)
     finally:
         for k, v in saved_env.items():
             if v is None:
@@ -596,11 +595,14 @@ def _run_pool(jobs, options, references, emit) -> None:
                 os.environ[k] = v
 
 
-def _pool_rounds(todo, broke_once, options, references, emit) -> None:
+def _pool_rounds(todo, options, references, emit) -> None:
+    """Run ``todo`` in a process pool; after a worker dies, a new pool retries the files it
+    broke, once each."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
+    broke_once = set()
     while todo:
         pool = ProcessPoolExecutor(max_workers=min(options.workers, len(todo)),
                                    mp_context=multiprocessing.get_context("spawn"),
