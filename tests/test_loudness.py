@@ -94,3 +94,31 @@ def test_pipeline_output_gain_lands_on_the_references_loudness_with_gaps():
     gain, safety = output_gain(f.loudness_lufs, f.peak_db, target, sr, f.loudness_hops)
     assert safety["gain_reduced_for_peak_db"] == 0
     assert abs(integrated_loudness(x * 10 ** (gain / 20), sr) - target) < 1e-3
+
+
+def test_scaled_features_regate_the_level_frames_like_a_measurement():
+    """The -85 dBFS noise of :func:`_gappy` is below the 50 ms frames' -70 dBFS gate;
+    raised by 20 dB it is above it. ``scaled`` must then count those frames, as measuring
+    the raised signal does: they are 60 % of the frames and set the level distribution's
+    low percentiles (the report's and the searches' dynamics distance)."""
+    from afxmatch.analysis import style_distances
+    from afxmatch.analysis.features import measure
+
+    sr = 48000
+    x = _gappy(sr)
+    f, g = measure(x, sr), 20.0
+    direct = measure(x * 10 ** (g / 20), sr)
+    shifted = f.scaled(g)
+    assert f.frame_rms_db.size == 80 and direct.frame_rms_db.size == 200   # 4 s vs 10 s of frames
+    assert shifted.frame_rms_db.shape == direct.frame_rms_db.shape
+    assert np.max(np.abs(shifted.frame_rms_db - direct.frame_rms_db)) < 1e-4   # float32 levels
+    assert np.max(np.abs(shifted.frame_peak_db - direct.frame_peak_db)) < 1e-4
+    assert np.max(np.abs(shifted.profile() - direct.profile())) < 1e-4
+    assert abs(direct.profile()[0] - f.profile()[0]) > 5       # p10 moved by the noise frames (6.8 dB)
+    # and back down: the frames drop out again
+    assert f.scaled(g).scaled(-g).frame_rms_db.size == 80
+    # at_loudness solves the gated gain, like the pipeline's output gain
+    target = f.loudness_lufs + g
+    assert abs(f.at_loudness(target).loudness_lufs - target) < 1e-3
+    d = style_distances(f.at_loudness(target), direct)
+    assert d["dynamics_db"] < 0.1 and d["spectral_db"] < 1e-6

@@ -56,6 +56,10 @@ def test_streamed_features_equal_whole(sr, channels, seconds):
     # numpy's float64 einsum may sum a frame in another order for another number of frames
     assert streamed.frame_rms_db.shape == whole.frame_rms_db.shape
     assert np.max(np.abs(streamed.frame_rms_db - whole.frame_rms_db)) < 1e-9
+    # the ungated frames (what a gain re-gates) too, and the same gain re-gates them alike
+    for a, b in zip(streamed.frames_ungated, whole.frames_ungated):
+        assert a.shape == b.shape and np.max(np.abs(a - b)) < 1e-9
+    assert streamed.scaled(30.0).frame_rms_db.shape == whole.scaled(30.0).frame_rms_db.shape
     assert streamed.peak_db == whole.peak_db
     assert abs(streamed.rms_db - whole.rms_db) < 1e-9
     # K-weighting as a float64 IIR vs the float32 FFT filter: same to ~1e-6 LU

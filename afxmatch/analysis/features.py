@@ -27,10 +27,11 @@ def sample_peak_db(samples: np.ndarray) -> float:
     return 20.0 * np.log10(peak) if peak > 0 else float("-inf")
 
 
-def frame_levels(samples: np.ndarray, sample_rate: float, frame_s: float = FRAME_S):
+def frame_levels(samples: np.ndarray, sample_rate: float, frame_s: float = FRAME_S, gate: bool = True):
     """RMS and peak level (dBFS) of non-overlapping frames, all channels pooled.
 
-    Returns ``(rms_db, peak_db)``, each shape (n_frames,), gated at ``GATE_DB``.
+    Returns ``(rms_db, peak_db)``, each shape (n_frames,), gated at ``GATE_DB`` (every
+    frame with ``gate=False``; :func:`gate_frames` gates them later).
     """
     hop = max(1, int(round(frame_s * sample_rate)))
     n = samples.shape[-1] // hop
@@ -41,8 +42,15 @@ def frame_levels(samples: np.ndarray, sample_rate: float, frame_s: float = FRAME
     pk = np.abs(frames).max(axis=(0, 2))
     rms_db = 10 * np.log10(ms + 1e-20)
     peak_db = 20 * np.log10(pk + 1e-10)
-    keep = rms_db > GATE_DB
-    return rms_db[keep], peak_db[keep]
+    return gate_frames(rms_db, peak_db) if gate else (rms_db, peak_db)
+
+
+def gate_frames(rms_db: np.ndarray, peak_db: np.ndarray, gain_db: float = 0.0):
+    """The frames of :func:`frame_levels` (``gate=False``) whose RMS, raised by
+    ``gain_db``, is above ``GATE_DB``; both arrays raised by ``gain_db``."""
+    rms, peak = rms_db + gain_db, peak_db + gain_db
+    keep = rms > GATE_DB
+    return rms[keep], peak[keep]
 
 
 def level_profile(rms_db: np.ndarray, peak_db: float) -> np.ndarray:
@@ -67,6 +75,8 @@ class Features:
     frame_rms_db: np.ndarray      # gated 50 ms frame levels
     frame_peak_db: np.ndarray
     loudness_hops: np.ndarray | None = None   # K-weighted 100 ms hop energies (channels, n)
+    # every 50 ms frame before the GATE_DB gate, (rms_db, peak_db): a gain re-gates them
+    frames_ungated: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def top_hz(self) -> float:
@@ -81,10 +91,11 @@ class Features:
     def scaled(self, gain_db: float) -> "Features":
         """The features of this signal multiplied by ``gain_db``, without re-measuring.
 
-        Exact for every field: the loudness is re-gated from the hop energies (a gain moves
-        blocks across BS.1770's absolute gate), except that the 50 ms frames' -70 dBFS gate
-        is not re-applied (it only matters for near-silent frames) and, without
-        ``loudness_hops``, the loudness is shifted by the gain.
+        Exact for every field, gates included: a gain moves BS.1770 blocks across the
+        loudness's absolute gate (re-gated from ``loudness_hops``) and 50 ms frames across
+        ``GATE_DB`` (re-gated from ``frames_ungated``; in the quiet gaps of speech these
+        frames move the level distribution's low percentiles by several dB). Features
+        without those fields (e.g. combined references) shift instead.
         """
         g = float(gain_db)
         if self.loudness_hops is None:
@@ -92,9 +103,25 @@ class Features:
         else:
             hops = self.loudness_hops * 10 ** (g / 10)
             loud = loudness.loudness_from_hops(hops, self.sample_rate)
+        if self.frames_ungated is None:
+            frames = (self.frame_rms_db + g, self.frame_peak_db + g)
+            ungated = None
+        else:
+            frames = gate_frames(*self.frames_ungated, g)
+            ungated = (self.frames_ungated[0] + g, self.frames_ungated[1] + g)
         return replace(self, loudness_lufs=loud, loudness_hops=hops, peak_db=self.peak_db + g,
                        rms_db=self.rms_db + g, power=self.power * 10 ** (g / 10),
-                       frame_rms_db=self.frame_rms_db + g, frame_peak_db=self.frame_peak_db + g)
+                       frame_rms_db=frames[0], frame_peak_db=frames[1], frames_ungated=ungated)
+
+    def at_loudness(self, target_lufs: float) -> "Features":
+        """:meth:`scaled` by the gain that brings this signal to ``target_lufs``, solved
+        with BS.1770's gates re-applied (:func:`loudness.gain_for_loudness`, as the
+        pipeline's output gain is); a plain shift without ``loudness_hops``."""
+        gain = target_lufs - self.loudness_lufs
+        if self.loudness_hops is not None and np.isfinite(gain):
+            solved = loudness.gain_for_loudness(self.loudness_hops, self.sample_rate, target_lufs)
+            gain = solved if np.isfinite(solved) else gain
+        return self.scaled(gain)
 
     def summary(self) -> dict:
         return {"integrated_lufs": _round(self.loudness_lufs), "sample_peak_dbfs": _round(self.peak_db),
@@ -108,7 +135,8 @@ def _round(x: float, nd: int = 2):
 def measure(samples: np.ndarray, sample_rate: float) -> Features:
     """Measure ``(channels, samples)`` audio."""
     freqs, power = spectrum.welch_power(samples, sample_rate)
-    rms_frames, peak_frames = frame_levels(samples, sample_rate)
+    ungated = frame_levels(samples, sample_rate, gate=False)
+    rms_frames, peak_frames = gate_frames(*ungated)
     x = np.asarray(samples)   # mean square accumulated in float64 without a float64 copy
     ms = float(np.einsum("ij,ij->", x, x, dtype=np.float64)) / x.size if x.size else 0.0
     hops = loudness.hop_energies(samples, sample_rate)
@@ -118,4 +146,5 @@ def measure(samples: np.ndarray, sample_rate: float) -> Features:
         peak_db=sample_peak_db(samples),
         rms_db=10 * np.log10(ms) if ms > 0 else float("-inf"),
         freqs_hz=freqs, power=power, frame_rms_db=rms_frames, frame_peak_db=peak_frames,
+        frames_ungated=ungated,
     )

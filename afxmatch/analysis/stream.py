@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import loudness, spectrum
-from .features import FRAME_S, Features, frame_levels, sample_peak_db
+from .features import FRAME_S, Features, frame_levels, gate_frames, sample_peak_db
 
 
 class _KWeightedHops:
@@ -128,7 +128,7 @@ class FeatureAccumulator:
         x = np.concatenate([self.frame_rest, block], axis=1)
         k = x.shape[1] // self.frame_hop
         if k:
-            rms, pk = frame_levels(x[:, : k * self.frame_hop], self.sr, FRAME_S)
+            rms, pk = frame_levels(x[:, : k * self.frame_hop], self.sr, FRAME_S, gate=False)
             self.frame_rms.append(rms)
             self.frame_peak.append(pk)
         self.frame_rest = x[:, k * self.frame_hop:]
@@ -143,10 +143,13 @@ class FeatureAccumulator:
         ms = self.sum_sq / (self.n * self.channels)
         cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))
         hops = self.kw.energies()
+        ungated = (cat(self.frame_rms), cat(self.frame_peak))
+        rms_frames, peak_frames = gate_frames(*ungated)
         return Features(
             sample_rate=self.sr,
             loudness_lufs=loudness.loudness_from_hops(hops, self.sr), loudness_hops=hops,
             peak_db=sample_peak_db(np.array([self.peak])),
             rms_db=10 * np.log10(ms) if ms > 0 else float("-inf"),
-            freqs_hz=freqs, power=power, frame_rms_db=cat(self.frame_rms), frame_peak_db=cat(self.frame_peak),
+            freqs_hz=freqs, power=power, frame_rms_db=rms_frames, frame_peak_db=peak_frames,
+            frames_ungated=ungated,
         )

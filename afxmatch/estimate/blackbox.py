@@ -115,7 +115,7 @@ class StyleObjective:
         f = measure(y, self.sr)
         if not math.isfinite(f.loudness_lufs):
             return {"spectral_db": math.inf, "dynamics_db": math.inf, "loudness_lu": math.inf}
-        d = style_distances(f.scaled(self.ref.loudness_lufs - f.loudness_lufs), self.ref)
+        d = style_distances(f.at_loudness(self.ref.loudness_lufs), self.ref)
         return d
 
     def __call__(self, params: Mapping[str, float]) -> float:
