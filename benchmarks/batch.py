@@ -43,13 +43,11 @@ def throughput(d: Path, ref: Path, files: int, seconds: float, workers: list[int
                runs: int) -> list[tuple[int, float, list[float]]]:
     src = d / "tput"
     make_inputs(src, files, seconds)
-    rows = []
-    for w in workers:
-        times = []
-        for r in range(runs):
-            times.append(run_batch_cli(src, ref, d / f"out-w{w}-r{r}", w, method))
-        rows.append((w, files / statistics.median(times) * 60.0, times))
-    return rows
+    times: dict[int, list[float]] = {w: [] for w in workers}
+    for r in range(runs):   # interleaved, so a drift of the machine's speed hits every count alike
+        for w in workers:
+            times[w].append(run_batch_cli(src, ref, d / f"out-w{w}-r{r}", w, method))
+    return [(w, files / statistics.median(times[w]) * 60.0, times[w]) for w in workers]
 
 
 def cost_by_duration(d: Path, ref: Path, durations: list[float], method: str) -> list[tuple[float, dict]]:
