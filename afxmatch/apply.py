@@ -7,10 +7,22 @@ pipeline's: the chain with ``out_gain_db = 0`` through the chosen backend, then 
 gain as a float32 multiply (see :func:`afxmatch.pipeline.match_arrays`), so applying a
 report to the file it was made from reproduces the match's output sample for sample.
 
+A report made with a mastering finish (``--loudness`` / ``--true-peak``, its ``finish``
+block) is applied with that finish by default, through :func:`afxmatch.finish.apply_finish`
+as the pipeline does: the chain with the report's output gain (no sample-peak cut), then
+the finish gain and the true-peak limiter. On another file the finish aims at the same
+integrated loudness as the report's (the finish gain is solved again on this file, not
+reused) under the same true-peak ceiling; ``loudness`` / ``true_peak`` override either,
+``finish=False`` renders the chain only. Applied to the file the report was made from, the
+finish reproduces the match's output (exactly when the target was a ``--loudness`` value;
+a reference-derived target is stored to 0.001 LU: the output moves by thousandths of a dB).
+Reports without a ``finish`` block (older versions, or no finish asked for) render the
+chain only, unless ``loudness`` / ``true_peak`` ask for a finish.
+
 A different sample rate changes the top of the frequency ranges: frequencies above the
-new rate's top are clipped into range and a warning says so. If the new file would peak
-above the pipeline's ceiling (-0.1 dBFS), the output gain is lowered and a warning says
-by how much: outputs never clip.
+new rate's top are clipped into range and a warning says so. Without a finish, if the new
+file would peak above the pipeline's ceiling (-0.1 dBFS), the output gain is lowered and a
+warning says by how much: outputs never clip (with a finish the limiter holds the peaks).
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +38,7 @@ import numpy as np
 from . import audio
 from .choices import BACKENDS
 from .errors import AfxmatchError, AudioFileError, InvalidParameterError, OutputError
+from .finish import TRUE_PEAK_RANGE_DBTP, FinishSpec, apply_finish, check_options, finish_spec
 from .params import ParamSpace
 
 REPORT_SCHEMA = "afxmatch.report/1"
@@ -44,6 +57,7 @@ class Settings:
     backend: str
     path: Path | None = None
     report: dict = field(default_factory=dict)
+    finish: FinishSpec | None = None   # the report's mastering finish; None: none recorded
 
 
 @dataclass
@@ -55,6 +69,9 @@ class ApplyResult:
     peak_dbfs: float
     safety_gain_db: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    # the finish applied (afxmatch.finish.apply_finish's report: target, ceiling and where
+    # each came from, output_lufs, output_true_peak_dbtp, gain, limiter); None: chain only
+    finish: dict | None = None
 
 
 def load_settings(path: str | os.PathLike) -> Settings:
@@ -96,7 +113,63 @@ def settings_from_report(report: dict, path: Path | None = None) -> Settings:
     except InvalidParameterError as err:
         raise SettingsError(f"{where}: {err}") from None
     backend = report.get("backend") if report.get("backend") in BACKENDS else "torch"
-    return Settings(params, sample_rate, backend, path, report)
+    return Settings(params, sample_rate, backend, path, report, recorded_finish(report, where))
+
+
+def recorded_finish(report: dict, where: str = "report") -> FinishSpec | None:
+    """The report's mastering finish (its ``finish`` block's target and ceiling), or None
+    when it has none (no finish asked for, or a report older than the finish)."""
+    block = report.get("finish")
+    if block is None:
+        return None
+    bad = SettingsError(f"{where}: finish block is malformed (expected finish.target_lufs a "
+                        f"number and finish.ceiling_dbtp from {TRUE_PEAK_RANGE_DBTP[0]:g} to "
+                        f"{TRUE_PEAK_RANGE_DBTP[1]:g})")
+    if not isinstance(block, dict):
+        raise bad
+    target, ceiling = block.get("target_lufs"), block.get("ceiling_dbtp")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  for v in (target, ceiling))
+    if not numbers or not TRUE_PEAK_RANGE_DBTP[0] <= ceiling <= TRUE_PEAK_RANGE_DBTP[1]:
+        raise bad
+    return FinishSpec(float(target), float(ceiling), "report", "report")
+
+
+def check_finish_options(loudness: float | None, true_peak: float | None, finish: bool) -> None:
+    """``--loudness`` / ``--true-peak`` as the match command checks them; neither goes
+    with ``--no-finish``."""
+    check_options(1.0, loudness, true_peak)
+    if not finish and (loudness is not None or true_peak is not None):
+        raise InvalidParameterError("--no-finish renders the chain only; it cannot be combined "
+                                    "with --loudness or --true-peak")
+
+
+def wants_finish(settings: Settings, loudness: float | None = None, true_peak: float | None = None,
+                 finish: bool = True) -> bool:
+    """Whether a file gets a finish: the report has one or an option asks for one, and
+    ``finish`` (not ``--no-finish``)."""
+    return finish and (settings.finish is not None or loudness is not None or true_peak is not None)
+
+
+def finish_for_file(settings: Settings, chain_lufs: float, loudness: float | None = None,
+                    true_peak: float | None = None, finish: bool = True) -> FinishSpec | None:
+    """The finish to apply to one file, or None for the chain only.
+
+    The target is ``loudness``, else the report's target (the same integrated loudness on
+    every file), else ``chain_lufs`` (what the report's output gain gives this file); the
+    ceiling is ``true_peak``, else the report's, else the finish's default. Each ``*_source``
+    says which.
+    """
+    if not wants_finish(settings, loudness, true_peak, finish):
+        return None
+    rec = settings.finish
+    target = loudness if loudness is not None else rec.target_lufs if rec is not None else None
+    ceiling = true_peak if true_peak is not None else rec.ceiling_dbtp if rec is not None else None
+    spec = finish_spec(target, ceiling, chain_lufs)
+    t_src = "--loudness" if loudness is not None else "report" if rec is not None else \
+        "this file's chain output"
+    c_src = "--true-peak" if true_peak is not None else "report" if rec is not None else spec.ceiling_source
+    return replace(spec, target_source=t_src, ceiling_source=c_src)
 
 
 def params_for_rate(settings: Settings, sample_rate: float) -> tuple[dict[str, float], list[str]]:
@@ -138,25 +211,60 @@ def render_settings(samples: np.ndarray, sample_rate: int, params: dict[str, flo
     return out, safety
 
 
+def render_finished(samples: np.ndarray, sample_rate: int, params: dict[str, float], backend: str,
+                    settings: Settings, loudness: float | None = None, true_peak: float | None = None,
+                    finish: bool = True) -> tuple[np.ndarray, float, dict | None]:
+    """Render ``params`` and, where :func:`finish_for_file` gives a finish, apply it as
+    :func:`afxmatch.pipeline.match_arrays` does: the chain with output gain 0, the output
+    gain (a float32 multiply, no sample-peak cut: the limiter holds the peaks), then
+    :func:`afxmatch.finish.apply_finish`. Without a finish this is :func:`render_settings`.
+
+    Returns ``(output, safety_gain_db, finish_report)``; ``finish_report`` None: chain only.
+    """
+    if not wants_finish(settings, loudness, true_peak, finish):
+        return (*render_settings(samples, sample_rate, params, backend), None)
+    from .analysis.loudness import integrated_loudness
+    from .render import render
+
+    gain = float(params["out_gain_db"])
+    rendered = render(samples, sample_rate, {**params, "out_gain_db": 0.0}, backend)
+    rendered_lufs = integrated_loudness(rendered, sample_rate) + gain
+    spec = finish_for_file(settings, rendered_lufs, loudness, true_peak, finish)
+    out, _, report = apply_finish(rendered * np.float32(10 ** (gain / 20)), sample_rate, spec,
+                                  rendered_lufs)
+    return out, 0.0, report
+
+
 def apply_file(settings: Settings, input_path, output_path, backend: str | None = None,
-               subtype: str | None = None, force: bool = False) -> ApplyResult:
-    """Render ``settings`` onto ``input_path`` and write ``output_path`` atomically."""
+               subtype: str | None = None, force: bool = False, *, loudness: float | None = None,
+               true_peak: float | None = None, finish: bool = True) -> ApplyResult:
+    """Render ``settings`` onto ``input_path`` and write ``output_path`` atomically.
+
+    The report's finish is applied unless ``finish`` is False; ``loudness`` (LUFS) and
+    ``true_peak`` (dBTP) override its target and ceiling (or ask for a finish when the
+    report has none), with the match command's ranges.
+    """
     backend = backend or settings.backend
     if backend not in BACKENDS:
         raise InvalidParameterError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_finish_options(loudness, true_peak, finish)
     out, fmt, subtype = audio.check_output(output_path, [input_path], force, subtype)
     if settings.path is not None and Path(settings.path).resolve() == out.resolve():
         raise OutputError(f"output {out} is the settings file; choose another output path")
     inp = audio.load(input_path, "input")
     params, warnings = params_for_rate(settings, inp.sample_rate)
-    y, safety = render_settings(inp.samples, inp.sample_rate, params, backend)
+    y, safety, fin = render_finished(inp.samples, inp.sample_rate, params, backend, settings,
+                                     loudness, true_peak, finish)
     if safety > 0:
         warnings.append(f"output gain lowered by {safety:.2f} dB so the peak stays at "
                         f"-0.1 dBFS (this file is louder than the one the settings came from)")
+    if fin is not None and not fin["target_reached"]:
+        warnings.append(f"finish: target {fin['target_lufs']:g} LUFS not reached "
+                        f"(output {fin['output_lufs']} LUFS): {fin['note']}")
     audio.save(out, y, inp.sample_rate, fmt, subtype)
     peak = float(np.max(np.abs(y)))
     return ApplyResult(Path(input_path), out, inp.sample_rate, params,
-                       20 * math.log10(peak) if peak > 0 else -math.inf, safety, warnings)
+                       20 * math.log10(peak) if peak > 0 else -math.inf, safety, warnings, fin)
 
 
 @dataclass
@@ -173,9 +281,12 @@ def folder_output_name(path: Path) -> str:
 
 def apply_folder(settings: Settings, input_dir, output_dir, backend: str | None = None,
                  subtype: str | None = None, force: bool = False,
-                 progress=None) -> FolderResult:
+                 progress=None, *, loudness: float | None = None, true_peak: float | None = None,
+                 finish: bool = True) -> FolderResult:
     """Apply to every audio file directly in ``input_dir``; outputs keep their names in
-    ``output_dir`` (created if missing). One bad file does not stop the others."""
+    ``output_dir`` (created if missing). One bad file does not stop the others.
+    ``loudness`` / ``true_peak`` / ``finish``: as :func:`apply_file`, for every file."""
+    check_finish_options(loudness, true_peak, finish)
     src, dst = Path(input_dir), Path(output_dir)
     if not src.is_dir():
         raise AudioFileError(f"input folder not found: {src}")
@@ -202,7 +313,8 @@ def apply_folder(settings: Settings, input_dir, output_dir, backend: str | None 
             result.failed.append((path, f"two inputs would both be written as {name}"))
             continue
         try:
-            result.done.append(apply_file(settings, path, dst / name, backend, subtype, force))
+            result.done.append(apply_file(settings, path, dst / name, backend, subtype, force,
+                                          loudness=loudness, true_peak=true_peak, finish=finish))
         except AfxmatchError as err:
             result.failed.append((path, str(err)))
     return result

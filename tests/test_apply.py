@@ -1,18 +1,24 @@
 """apply: a saved report re-rendered onto files reproduces the match exactly; folders;
-sample-rate changes; user errors."""
+sample-rate changes; user errors; the report's mastering finish (--loudness / --true-peak)
+applied again, overridden or left out (--no-finish)."""
 
 import json
 import subprocess
 import sys
 
 import numpy as np
+import pyloudnorm
 import pytest
 import soundfile as sf
 
 from audio_fixtures import EXAMPLE_INPUT, EXAMPLE_REFERENCE, write_tone
 from preset_fixtures import write_report
 
-from afxmatch.apply import SettingsError, apply_file, load_settings
+from afxmatch.apply import (SettingsError, apply_file, apply_folder, load_settings, render_settings,
+                            settings_from_report)
+from afxmatch.dsp.truepeak import true_peak_db
+from afxmatch.errors import InvalidParameterError
+from afxmatch.pipeline import MatchOptions, match_file
 
 
 def run_cli(*args):
@@ -102,3 +108,181 @@ def test_apply_errors(tmp_path):
     assert (tmp_path / "o.wav").read_bytes() == b"x"
     with pytest.raises(SettingsError):
         load_settings(tmp_path)
+
+
+# -- the mastering finish ---------------------------------------------------------------
+
+def lufs(path) -> float:
+    data, sr = sf.read(str(path), always_2d=True)
+    return pyloudnorm.Meter(sr).integrated_loudness(data)
+
+
+def dbtp(path) -> float:
+    """True peak with the project's 4x-oversampled meter."""
+    data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    return true_peak_db(np.ascontiguousarray(data.T))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Two matches of one take with a finish that limits: ``--loudness -8 --true-peak -1``
+    towards a hot reference (-6.6 LUFS: the chain's output gain alone would peak above
+    -0.1 dBFS) and ``--true-peak -8`` alone (the reference's loudness as the target); and
+    another take, 12 dB quieter, longer, at 48 kHz."""
+    d = tmp_path_factory.mktemp("finish")
+    inp = write_tone(d / "in.wav", seconds=2.0, seed=1)
+    ref = write_tone(d / "ref.wav", seconds=2.0, tilt=1.0, seed=2)
+    data, sr = sf.read(str(ref))
+    sf.write(str(d / "hot.wav"), np.clip(data * 2.15, -0.9, 0.9), sr, subtype="FLOAT")
+    other = write_tone(d / "other.wav", sr=48000, seconds=2.5, seed=3, subtype="FLOAT")
+    data, sr = sf.read(str(other))
+    sf.write(str(other), data * 10 ** (-12 / 20), sr, subtype="FLOAT")
+    reports = {}
+    for name, r, opts in (("loud", d / "hot.wav", dict(loudness=-8.0, true_peak=-1.0)),
+                          ("tp", ref, dict(true_peak=-8.0))):
+        rep = match_file(inp, r, d / f"{name}.wav", MatchOptions(method="analysis", subtype="FLOAT", **opts))
+        assert rep["finish"]["limiter"]["max_gain_reduction_db"] > 0.5   # the limiter is at work
+        reports[name] = d / f"{name}.json"
+    return d, inp, other, reports
+
+
+def test_apply_with_finish_reproduces_the_match_on_its_input(finished, tmp_path):
+    d, inp, _, reports = finished
+    # --loudness -8: the target is stored exactly, the output is the match's sample for sample
+    settings = load_settings(reports["loud"])
+    data, sr = sf.read(str(inp), dtype="float32", always_2d=True)
+    _, cut = render_settings(np.ascontiguousarray(data.T), sr, settings.params, "torch")
+    assert cut > 0.5   # the chain alone would lower its gain; with the finish the limiter holds the peaks
+    res = apply_file(settings, inp, tmp_path / "loud.wav", subtype="FLOAT")
+    a, _ = sf.read(str(d / "loud.wav"), always_2d=True)
+    b, _ = sf.read(str(tmp_path / "loud.wav"), always_2d=True)
+    assert a.shape == b.shape and float(np.max(np.abs(a - b))) == 0.0
+    assert res.finish["target_lufs"] == -8.0 and res.finish["ceiling_dbtp"] == -1.0
+    assert res.finish["target_source"] == res.finish["ceiling_source"] == "report"
+    assert res.safety_gain_db == 0.0 and res.warnings == []
+    # --true-peak alone: the reference's loudness, stored to 0.001 LU; measured 2.1e-5 max diff
+    report = json.loads(reports["tp"].read_text())
+    res = apply_file(load_settings(reports["tp"]), inp, tmp_path / "tp.wav", subtype="FLOAT")
+    a, _ = sf.read(str(d / "tp.wav"), always_2d=True)
+    b, _ = sf.read(str(tmp_path / "tp.wav"), always_2d=True)
+    diff = float(np.max(np.abs(a - b)))
+    print(f"apply with --true-peak finish vs match: max abs diff {diff:.3g}")
+    assert diff <= 3e-4
+    assert res.finish["output_lufs"] == pytest.approx(report["finish"]["output_lufs"], abs=0.01)
+
+
+def test_apply_finish_reaches_the_reports_loudness_on_another_file(finished, tmp_path):
+    d, _, other, reports = finished
+    settings = load_settings(reports["loud"])
+    res = apply_file(settings, other, tmp_path / "o.wav")
+    loud, peak = lufs(tmp_path / "o.wav"), dbtp(tmp_path / "o.wav")
+    print(f"other file: {loud:.2f} LUFS, {peak:.2f} dBTP, finish gain {res.finish['gain_db']} dB")
+    assert abs(loud - -8.0) <= 0.5 and peak <= -1.0 + 0.05
+    assert res.finish["limiter"]["max_gain_reduction_db"] > 0.5
+    assert res.finish["output_lufs"] == pytest.approx(loud, abs=0.05)
+    # the finish gain was solved on this file (12 dB quieter): not the match's gain
+    match_gain = json.loads(reports["loud"].read_text())["finish"]["gain_db"]
+    assert res.finish["gain_db"] > match_gain + 6
+    # the ceiling alone (--true-peak -8 report): the report's loudness under -8 dBTP
+    report = json.loads(reports["tp"].read_text())["finish"]
+    apply_file(load_settings(reports["tp"]), other, tmp_path / "tp.wav")
+    assert abs(lufs(tmp_path / "tp.wav") - report["target_lufs"]) <= 0.5
+    assert dbtp(tmp_path / "tp.wav") <= -8.0 + 0.05
+
+
+def test_no_finish_renders_the_chain_only(finished, tmp_path):
+    _, _, other, reports = finished
+    settings = load_settings(reports["loud"])
+    res = apply_file(settings, other, tmp_path / "chain.wav", subtype="FLOAT", finish=False)
+    assert res.finish is None
+    data, sr = sf.read(str(other), dtype="float32", always_2d=True)
+    expected, safety = render_settings(np.ascontiguousarray(data.T), sr, settings.params, "torch")
+    got, _ = sf.read(str(tmp_path / "chain.wav"), dtype="float32", always_2d=True)
+    assert np.array_equal(got.T, expected) and res.safety_gain_db == safety
+    assert abs(lufs(tmp_path / "chain.wav") - -8.0) > 3   # what apply gave before it had the finish
+    with pytest.raises(InvalidParameterError, match="--no-finish"):
+        apply_file(settings, other, tmp_path / "x.wav", finish=False, loudness=-14.0)
+
+
+def test_finish_overrides(finished, tmp_path):
+    _, _, other, reports = finished
+    settings = load_settings(reports["loud"])
+    res = apply_file(settings, other, tmp_path / "both.wav", loudness=-16.0, true_peak=-3.0)
+    assert abs(lufs(tmp_path / "both.wav") - -16.0) <= 0.5 and dbtp(tmp_path / "both.wav") <= -3.0 + 0.05
+    assert (res.finish["target_source"], res.finish["ceiling_source"]) == ("--loudness", "--true-peak")
+    # one override keeps the report's other number
+    res = apply_file(settings, other, tmp_path / "tp.wav", true_peak=-3.0)
+    assert abs(lufs(tmp_path / "tp.wav") - -8.0) <= 0.5 and dbtp(tmp_path / "tp.wav") <= -3.0 + 0.05
+    assert (res.finish["target_lufs"], res.finish["target_source"]) == (-8.0, "report")
+    res = apply_file(settings, other, tmp_path / "l.wav", loudness=-12.0)
+    assert abs(lufs(tmp_path / "l.wav") - -12.0) <= 0.5
+    assert (res.finish["ceiling_dbtp"], res.finish["ceiling_source"]) == (-1.0, "report")
+    for bad in (dict(loudness=3.0), dict(loudness=-80.0), dict(true_peak=0.5)):
+        with pytest.raises(InvalidParameterError, match="--loudness|--true-peak"):
+            apply_file(settings, other, tmp_path / "bad.wav", **bad)
+    assert not (tmp_path / "bad.wav").exists()
+
+
+def test_apply_folder_with_finish(finished, tmp_path):
+    _, _, other, reports = finished
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.wav").write_bytes(other.read_bytes())
+    settings = load_settings(reports["loud"])
+    with pytest.raises(InvalidParameterError, match="--loudness"):   # before any file is written
+        apply_folder(settings, src, tmp_path / "out", loudness=5.0)
+    assert not (tmp_path / "out").exists()
+    res = apply_folder(settings, src, tmp_path / "out", true_peak=-2.0)
+    assert [r.output.name for r in res.done] == ["a.wav"] and res.failed == []
+    assert (res.done[0].finish["target_lufs"], res.done[0].finish["ceiling_dbtp"]) == (-8.0, -2.0)
+    assert abs(lufs(tmp_path / "out" / "a.wav") - -8.0) <= 0.5
+    assert dbtp(tmp_path / "out" / "a.wav") <= -2.0 + 0.05
+    res = apply_folder(settings, src, tmp_path / "chain", finish=False)
+    assert res.done[0].finish is None
+
+
+def test_report_without_finish(tmp_path):
+    """A report from before the finish (no ``finish`` key) or without one (null): the
+    chain only, as before; an option asks for a finish."""
+    rep = write_report(tmp_path / "old.json")
+    inp = write_tone(tmp_path / "in.wav", seconds=1.5)
+    settings = load_settings(rep)
+    assert "finish" not in json.loads(rep.read_text()) and settings.finish is None
+    res = apply_file(settings, inp, tmp_path / "o.wav", subtype="FLOAT")
+    data, sr = sf.read(str(inp), dtype="float32", always_2d=True)
+    expected, _ = render_settings(np.ascontiguousarray(data.T), sr, settings.params, "torch")
+    got, _ = sf.read(str(tmp_path / "o.wav"), dtype="float32", always_2d=True)
+    assert res.finish is None and np.array_equal(got.T, expected)
+    assert settings_from_report({**settings.report, "finish": None}).finish is None
+    # --loudness on a report without a finish: that target under the default -1 dBTP
+    res = apply_file(settings, inp, tmp_path / "l.wav", loudness=-10.0)
+    assert abs(lufs(tmp_path / "l.wav") - -10.0) <= 0.5 and dbtp(tmp_path / "l.wav") <= -1.0 + 0.05
+    assert (res.finish["ceiling_dbtp"], res.finish["ceiling_source"]) == (-1.0, "default")
+    # --true-peak alone: the loudness the report's output gain gives this file, limited
+    chain_lufs = lufs(tmp_path / "o.wav")
+    res = apply_file(settings, inp, tmp_path / "t.wav", true_peak=-12.0)
+    assert res.finish["target_source"] == "this file's chain output"
+    assert abs(lufs(tmp_path / "t.wav") - chain_lufs) <= 0.5 and dbtp(tmp_path / "t.wav") <= -12.0 + 0.05
+    for block in ({"target_lufs": "loud", "ceiling_dbtp": -1}, {"target_lufs": -14}, [1, 2],
+                  {"target_lufs": -14, "ceiling_dbtp": 3.0}):
+        with pytest.raises(SettingsError, match="finish"):
+            settings_from_report({**settings.report, "finish": block})
+
+
+def test_cli_apply_finish(finished, tmp_path):
+    _, _, other, reports = finished
+    proc = run_cli("apply", reports["loud"], other, "-o", tmp_path / "o.wav")
+    assert proc.returncode == 0, proc.stderr
+    assert "finish: " in proc.stderr and "(target -8, report)" in proc.stderr
+    assert "(ceiling -1, report)" in proc.stderr and "dBTP" in proc.stderr
+    assert abs(lufs(tmp_path / "o.wav") - -8.0) <= 0.5
+    proc = run_cli("apply", reports["loud"], other, "-o", tmp_path / "c.wav", "--no-finish")
+    assert proc.returncode == 0 and "finish:" not in proc.stderr
+    assert abs(lufs(tmp_path / "c.wav") - -8.0) > 3
+    proc = run_cli("apply", reports["loud"], other, "-o", tmp_path / "v.wav", "--loudness", "-12",
+                   "--true-peak", "-2")
+    assert proc.returncode == 0 and "(target -12, --loudness)" in proc.stderr
+    assert "(ceiling -2, --true-peak)" in proc.stderr
+    proc = run_cli("apply", reports["loud"], other, "-o", tmp_path / "e.wav", "--true-peak", "1")
+    assert proc.returncode != 0 and "--true-peak must be from -30 to 0 dBTP" in proc.stderr
+    assert not (tmp_path / "e.wav").exists()
