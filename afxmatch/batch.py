@@ -17,12 +17,17 @@ once (:func:`cached_reference`, keyed by path, mtime and size); the results are 
 as calling ``match_file`` per file. An interrupted batch (Ctrl-C, SIGTERM) stops its
 workers and leaves no partial output: the writer is atomic, an audio file whose report
 was not written is removed, and stray temporary files are swept.
+
+Each file's settings (:func:`job_settings`: reference, input, the options that change the
+output, the model's sha256, format) go into its report's ``batch`` block; ``resume`` keeps
+an output only when they are unchanged, and replaces only outputs that afxmatch wrote.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import io
 import json
 import os
@@ -44,7 +49,9 @@ PLACEHOLDERS = ("stem", "ext", "parent")
 SUMMARY_JSON, SUMMARY_CSV = "summary.json", "summary.csv"
 SUMMARY_SCHEMA = "afxmatch.batch/1"
 CSV_COLUMNS = ("relative", "status", "input", "reference", "output", "report",
-               "loudness_before_lufs", "loudness_after_lufs", "reference_lufs", "seconds", "error", "note")
+               "loudness_before_lufs", "loudness_after_lufs", "reference_lufs", "seconds", "error", "note",
+               "redo", "settings_fingerprint")
+REPORT_BLOCK = "batch"   # the report's {"settings_fingerprint", "settings"}, written by run_job
 REFERENCE_CACHE_SIZE = 4
 TERMINATE_WAIT_S = 10.0
 DASK_CONNECT_TIMEOUT = "10s"
@@ -93,14 +100,22 @@ class Job:
     report: str
     overwrite: bool = False
     input_stat: tuple[int, int] | None = None   # (mtime_ns, size) when planned
+    # what makes this file's output (see job_settings) and its sha256; run_job stores both
+    # in the report, where the next --resume compares them
+    settings: dict | None = field(default=None, hash=False)
+    fingerprint: str | None = None
+    redo: str | None = None   # why an earlier output of afxmatch is replaced (--resume)
+    output_before: tuple | None = None   # the output's (inode, mtime_ns, size) when planned
 
 
 @dataclass
 class FileResult:
     """What happened to one file. ``status``: ok, failed, skipped or interrupted (the batch
-    stopped first). ``resume`` skips a file whose output and report are complete and newer
-    than its input, and a file that failed in the previous run and is unchanged since
-    (then ``error`` is that failure and ``note`` says so)."""
+    stopped first). ``resume`` skips a file whose output and report are complete, newer
+    than its input and made with the same settings (``settings_fingerprint``), and a file
+    that failed in the previous run with the same settings and input (then ``error`` is
+    that failure and ``note`` says so). ``redo`` says why an earlier output was replaced
+    (settings changed, no settings record, older than its sources)."""
 
     relative: str
     status: str
@@ -116,6 +131,8 @@ class FileResult:
     cause: str | None = None    # of a failure: input (unreadable), reference, model, or other
     note: str | None = None
     input_stat: tuple[int, int] | None = None
+    redo: str | None = None
+    settings_fingerprint: str | None = None
 
 
 @dataclass
@@ -147,6 +164,11 @@ class BatchSummary:
         return sum(r.status == status for r in self.results)
 
     @property
+    def redone(self) -> list[FileResult]:
+        """Matched again by ``resume`` because their earlier output was out of date."""
+        return [r for r in self.results if r.status == "ok" and r.redo]
+
+    @property
     def failed(self) -> list[FileResult]:
         return [r for r in self.results if r.status == "failed"]
 
@@ -167,7 +189,8 @@ class BatchSummary:
         return {"schema": SUMMARY_SCHEMA, "afxmatch_version": __version__,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "input_dir": self.input_dir, "output_dir": self.output_dir, "options": opts,
-                "counts": {**counts, "total": len(self.results), "ignored": len(self.ignored)},
+                "counts": {**counts, "total": len(self.results), "ignored": len(self.ignored),
+                           "redone": len(self.redone)},
                 "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
                 "files": [{**asdict(r), "seconds": round(r.seconds, 3)} for r in self.results],
                 "ignored": self.ignored}
@@ -280,7 +303,8 @@ def _is_fresh(job: Job) -> bool:
 
 def _previous_failures(out_dir: Path) -> dict[str, dict]:
     """``{input: entry}`` of the files that failed in the summary.json of the last run
-    because the input itself could not be read (not for output or reference problems)."""
+    because the input itself could not be read (not for output or reference problems).
+    ``resume`` skips one only if its ``settings_fingerprint`` is the job's."""
     try:
         data = json.loads((out_dir / SUMMARY_JSON).read_text(encoding="utf-8"))
         return {f["input"]: f for f in data["files"]
@@ -297,13 +321,104 @@ def _stat_of(path) -> tuple[int, int] | None:
         return None
 
 
-def _facts_from_report(result: FileResult) -> FileResult:
+# --------------------------------------------------------------------------- settings (resume)
+
+def _file_identity(stat: tuple[int, int] | None) -> dict:
+    """A source file as the settings see it: its size and mtime (ns), from ``_stat_of``."""
+    return {"size": stat[1] if stat else None, "mtime_ns": stat[0] if stat else None}
+
+
+def _model_identity(model_path: str | None) -> dict | None:
+    """The model the method loads: the sha256 of its weights (from its checksum file, which
+    loading checks), or its path when that cannot be read."""
+    from .model.io import CHECKSUM, default_model_dir
+
+    p = Path(model_path) if model_path else default_model_dir()
+    if p is None:
+        return None
+    folder = p if p.is_dir() else p.parent
     try:
-        report = json.loads(Path(result.report).read_text(encoding="utf-8"))
+        return {"sha256": (folder / CHECKSUM).read_text().split()[0].lower()}
+    except (OSError, IndexError):
+        return {"path": str(p.resolve())}
+
+
+def common_settings(options: BatchOptions) -> dict:
+    """The part of every job's settings that comes from the options: what reaches
+    ``match_file`` and changes the output. Not the workers, scheduler, quiet or progress."""
+    match = options.match_options(False)
+    match.check()   # resolves the method's default backend: None and its name are one setting
+
+    def num(v):
+        return None if v is None else float(v)
+
+    return {"method": match.method, "backend": match.backend,
+            "model": _model_identity(options.model_path) if match.method in ("model", "optimise") else None,
+            "amount": num(options.amount), "loudness": num(options.loudness),
+            "true_peak": num(options.true_peak),
+            "subtype": (options.subtype or audio.DEFAULT_SUBTYPE).upper()}
+
+
+def job_settings(common: dict, job: Job) -> dict:
+    """Everything that makes ``job``'s output: the common settings, the output format, the
+    input (size, mtime) and this job's reference (resolved path, size, mtime)."""
+    return {**common, "format": audio.WRITE_FORMATS.get(Path(job.output).suffix.lower()),
+            "input": _file_identity(job.input_stat),
+            "reference": {"path": str(Path(job.reference).resolve()), **_file_identity(_stat_of(job.reference))}}
+
+
+def settings_fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _own_report(job: Job) -> dict | None:
+    """The report beside ``job.output`` if afxmatch wrote it and the audio there: an
+    afxmatch report naming this output, and no audio newer than it (the audio is written
+    first). ``None`` when there is none or when it, or the audio, may be someone else's."""
+    try:
+        written = os.stat(job.report).st_mtime_ns
+        report = json.loads(Path(job.report).read_text(encoding="utf-8"))
+        if not (str(report["schema"]).startswith("afxmatch.report/")
+                and Path(report["output"]["path"]).name == Path(job.output).name):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    out = _stat_of(job.output)
+    return None if out is not None and out[0] > written else report
+
+
+def _stored_settings(report: dict) -> tuple[str | None, dict | None]:
+    block = report.get(REPORT_BLOCK)
+    if not isinstance(block, dict):
+        return None, None
+    return block.get("settings_fingerprint"), block.get("settings")
+
+
+def _redo_reason(stored: dict | None, current: dict) -> str:
+    """Why a complete output afxmatch made earlier is not kept, in words."""
+    if not isinstance(stored, dict):
+        return "no settings record (made by an older afxmatch or the single-file command)"
+    changed = []
+    for key in [*current, *(k for k in stored if k not in current)]:
+        old, new = stored.get(key), current.get(key)
+        if old != new:
+            changed.append(key if isinstance(old, dict) or isinstance(new, dict) else f"{key} {old} -> {new}")
+    if changed:
+        return "settings changed: " + ", ".join(changed)
+    return "older than its input or reference"
+
+
+def _result(job: Job, status: str, **facts) -> FileResult:
+    return FileResult(job.relative, status, job.input, job.reference, input_stat=job.input_stat,
+                      redo=job.redo, settings_fingerprint=job.fingerprint, **facts)
+
+
+def _facts_from_report(result: FileResult, report: dict) -> FileResult:
+    try:
         result.loudness_before_lufs = report["input"]["integrated_lufs"]
         result.loudness_after_lufs = report["output"]["integrated_lufs"]
         result.reference_lufs = report["reference"]["integrated_lufs"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         pass
     return result
 
@@ -317,7 +432,7 @@ def plan_batch(in_dir, out_dir, reference=None, pairs=None,
     from .pipeline import default_report_path
 
     options = options or BatchOptions()
-    options.match_options(False).check()
+    common = common_settings(options)   # checks the options too
     check_template(options.name)
     _check_subtype(options)
     if not isinstance(options.workers, int) or options.workers < 1:
@@ -372,8 +487,10 @@ def plan_batch(in_dir, out_dir, reference=None, pairs=None,
             continue
         rel = p.relative_to(src)
         out = dst / rel.parent / output_name(options.name, p)
-        candidates.append(Job(0, str(p), str(rel), str(ref), str(out), str(default_report_path(out)),
-                              input_stat=_stat_of(p)))
+        job = Job(0, str(p), str(rel), str(ref), str(out), str(default_report_path(out)),
+                  input_stat=_stat_of(p))
+        settings = job_settings(common, job)
+        candidates.append(replace(job, settings=settings, fingerprint=settings_fingerprint(settings)))
 
     # two inputs must never write the same file (a.wav and a.flac with "{stem}.wav")
     claims: dict[Path, list[Job]] = {}
@@ -394,22 +511,33 @@ def plan_batch(in_dir, out_dir, reference=None, pairs=None,
     jobs: list[Job] = []
     before = _previous_failures(dst) if options.resume else {}
     for job in candidates:
-        prev = before.get(job.input)
         if job.input in clash:
             settled.append(FileResult(job.relative, "failed", job.input, job.reference, error=clash[job.input]))
-        elif options.resume and _is_fresh(job):
-            settled.append(_facts_from_report(FileResult(
-                job.relative, "skipped", job.input, job.reference, job.output, job.report,
-                input_stat=job.input_stat)))
-        elif (prev and prev.get("reference") == job.reference and job.input_stat is not None
-              and list(job.input_stat) == prev.get("input_stat")):
-            settled.append(FileResult(job.relative, "skipped", job.input, job.reference,
-                                      error=prev["error"], cause="input", input_stat=job.input_stat,
-                                      note="failed in an earlier run and unchanged since, so "
-                                           "not retried"))
-        else:
-            exists = Path(job.output).exists() or Path(job.report).exists()
-            jobs.append(replace(job, index=len(jobs), overwrite=options.force or (options.resume and exists)))
+            continue
+        if not options.resume:
+            jobs.append(replace(job, index=len(jobs), overwrite=options.force,
+                                output_before=_stat_key(job.output)))
+            continue
+        prev = before.get(job.input)
+        own = _own_report(job)
+        complete = own is not None and Path(job.output).exists()
+        stored_fp, stored = _stored_settings(own) if own is not None else (None, None)
+        if complete and stored_fp == job.fingerprint and _is_fresh(job):
+            settled.append(_facts_from_report(_result(job, "skipped", output=job.output, report=job.report), own))
+            continue
+        if prev and prev.get("settings_fingerprint") == job.fingerprint:
+            settled.append(_result(job, "skipped", error=prev["error"], cause="input",
+                                   note="failed in an earlier run with the same settings and "
+                                        "unchanged since, so not retried"))
+            continue
+        there = [p for p in (job.output, job.report) if Path(p).exists()]
+        if there and own is None and not options.force:
+            settled.append(_result(job, "failed", error=f"{there[0]} already exists and was not written "
+                                   "by afxmatch (no afxmatch report for it, or the audio is newer than "
+                                   "its report); --resume keeps it: pass --force to overwrite it"))
+        else:   # an earlier output of afxmatch (or, with --force, anything) is replaced
+            jobs.append(replace(job, index=len(jobs), overwrite=bool(there), output_before=_stat_key(job.output),
+                                redo=_redo_reason(stored, job.settings) if complete else None))
     if not jobs and not settled:
         raise AudioFileError(f"no audio files ({', '.join(audio.READ_EXTENSIONS)}) found in {src}")
     dst.mkdir(exist_ok=True)
@@ -458,7 +586,7 @@ def run_job(job: Job, options: BatchOptions) -> FileResult:
     from .pipeline import match_file
 
     t = time.perf_counter()
-    base = FileResult(job.relative, "failed", job.input, job.reference, input_stat=job.input_stat)
+    base = _result(job, "failed")
     before = (_stat_key(job.output), _stat_key(job.report))
     cause = "reference"
     try:
@@ -466,6 +594,7 @@ def run_job(job: Job, options: BatchOptions) -> FileResult:
         cause = "other"
         report = match_file(job.input, job.reference, job.output, options.match_options(job.overwrite),
                             reference=ref)
+        _record_settings(report, job)
     except AfxmatchError as err:
         if isinstance(err, AudioFileError) and cause == "other":
             cause = "input"   # match_file reads only the input: the reference came from the cache
@@ -483,6 +612,23 @@ def run_job(job: Job, options: BatchOptions) -> FileResult:
                    loudness_after_lufs=report["output"]["integrated_lufs"],
                    reference_lufs=report["reference"]["integrated_lufs"],
                    seconds=time.perf_counter() - t)
+
+
+def _record_settings(report: dict, job: Job) -> None:
+    """Rewrite the report ``match_file`` wrote with the job's settings and fingerprint
+    added (the ``batch`` block), which the next ``resume`` compares. Until this is done
+    the output counts as made without a settings record: ``resume`` redoes it."""
+    from .report import dump_report
+
+    if job.fingerprint is None:
+        return
+    path = Path(report["report_path"])
+    stored = {k: v for k, v in report.items() if k not in ("report_path", "extra_files")}
+    stored[REPORT_BLOCK] = {"settings_fingerprint": job.fingerprint, "settings": job.settings}
+    try:
+        audio.atomic_write_text(path, dump_report(stored))
+    except OSError as err:
+        raise OutputError(f"cannot write report {path}: {err.strerror}") from None
 
 
 def _remove_partial(job: Job, before) -> None:
@@ -616,12 +762,12 @@ def _pool_rounds(todo, options, references, emit) -> None:
                     emit(job, fut.result())
                 except BrokenProcessPool:
                     if job.index in broke_once:
-                        emit(job, FileResult(job.relative, "failed", job.input, job.reference,
-                                             error="the worker process died while matching it "
-                                                   "(crash or out of memory)"))
-                    else:
+                        emit(job, _result(job, "failed", error="the worker process died while "
+                                                               "matching it (crash or out of memory)"))
+                    else:   # what the dead worker wrote for this file is this run's to replace
                         broke_once.add(job.index)
-                        retry.append(job)
+                        wrote = _stat_key(job.output) not in (None, job.output_before)
+                        retry.append(replace(job, overwrite=job.overwrite or wrote))
         except BaseException:
             _stop_pool(pool, futures)
             raise
@@ -696,9 +842,7 @@ def _run_dask(jobs, options, references, emit) -> None:
             try:
                 emit(job, fut.result())
             except Exception as err:  # noqa: BLE001 - a lost worker (KilledWorker) fails that file only
-                emit(job, FileResult(job.relative, "failed", job.input, job.reference,
-                                     input_stat=job.input_stat,
-                                     error=f"the Dask task failed: {type(err).__name__}: {err}"))
+                emit(job, _result(job, "failed", error=f"the Dask task failed: {type(err).__name__}: {err}"))
     except BaseException:
         client.cancel(list(futures))
         raise
@@ -770,18 +914,19 @@ def _run_batch(in_dir, out_dir, reference, pairs, options, progress, client, t0)
 
 def _settle_unreported(job: Job) -> FileResult:
     """The result of a file that had none when the batch stopped. A worker may still have
-    finished it (audio and report are each written atomically: both present and fresh
-    means done), or died between its audio and its report: audio this run created
-    without its report is removed, so the disk and the summary agree."""
-    out, rep = Path(job.output), Path(job.report)
-    if out.exists() and rep.exists() and _is_fresh(job):
-        return FileResult(job.relative, "ok", job.input, job.reference, output=job.output,
-                          report=job.report, note="finished while the batch was stopping",
-                          input_stat=job.input_stat)
-    if out.exists() and not rep.exists() and not job.overwrite:
-        out.unlink(missing_ok=True)
-    return FileResult(job.relative, "interrupted", job.input, job.reference,
-                      error="not done: the batch was interrupted", input_stat=job.input_stat)
+    finished it (audio and report are each written atomically: both present, fresh and
+    the report holding this job's settings means done), or died between its audio and
+    its report: audio this run wrote without a report (or newer than the report there)
+    is removed, so the disk and the summary agree. A pair whose report lacks this job's
+    settings stays, and the next ``resume`` redoes it."""
+    own = _own_report(job)
+    if (own is not None and Path(job.output).exists() and _is_fresh(job)
+            and _stored_settings(own)[0] == job.fingerprint):
+        return _result(job, "ok", output=job.output, report=job.report,
+                       note="finished while the batch was stopping")
+    if own is None and _stat_key(job.output) not in (None, job.output_before):
+        Path(job.output).unlink(missing_ok=True)
+    return _result(job, "interrupted", error="not done: the batch was interrupted")
 
 
 def _raise_on_sigterm():

@@ -12,7 +12,8 @@ from .choices import DEFAULT_METHOD
 from .cli import AMOUNT_OPTION, LOUDNESS_OPTION, TRUE_PEAK_OPTION, app, fail
 from .errors import AfxmatchError
 
-STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "dim", "interrupted": "yellow"}
+STATUS_STYLE = {"ok": "green", "failed": "red", "skipped": "dim", "interrupted": "yellow",
+                "redone": "cyan"}
 
 
 def _lufs(v) -> str:
@@ -39,9 +40,11 @@ def batch_cmd(
     subtype: Optional[str] = typer.Option(None, help="Output sample format: PCM_16, PCM_24 "
                                           "(default), PCM_32 or FLOAT (WAV only)."),
     force: bool = typer.Option(False, "--force", "-f", help="Overwrite existing outputs and reports."),
-    resume: bool = typer.Option(False, "--resume", help="Skip files whose output and report exist "
-                                "and are newer than the input and reference, and files that "
-                                "could not be read last run and are unchanged; redo the rest."),
+    resume: bool = typer.Option(False, "--resume", help="Skip files whose output and report exist, "
+                                "are newer than the input and reference and were made with the "
+                                "same settings (reference, method, model, amount, loudness, "
+                                "format...), and files that could not be read last run and are "
+                                "unchanged; redo the rest, replacing afxmatch's earlier outputs."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes on this machine."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Run on a Dask cluster at "
                                             "this address (tcp://host:8786); needs Dask "
@@ -81,9 +84,12 @@ def batch_cmd(
             bar.console.print(f"[{STATUS_STYLE[r.status]}]{r.status:<7}[/] {escape(r.relative)}: {escape(why)}",
                               markup=True, highlight=False, soft_wrap=True)
         elif not quiet:
+            label = "redone" if r.status == "ok" and r.redo else r.status
             extra = (f"{_lufs(r.loudness_before_lufs)} -> {_lufs(r.loudness_after_lufs)} LUFS"
                      if r.status in ("ok", "skipped") else "")
-            bar.console.print(f"[{STATUS_STYLE[r.status]}]{r.status:<7}[/] {escape(r.relative)}  {extra}",
+            if label == "redone":
+                extra += f" ({r.redo})"
+            bar.console.print(f"[{STATUS_STYLE[label]}]{label:<7}[/] {escape(r.relative)}  {escape(extra)}",
                               markup=True, highlight=False, soft_wrap=True)
 
     try:
@@ -104,7 +110,7 @@ def batch_cmd(
                    + ", ".join(r.relative for r in summary.failed), err=True)
     if summary.failed_before:
         typer.echo(f"afxmatch: {len(summary.failed_before)} file(s) failed in an earlier run and "
-                   "were not retried (unchanged since): "
+                   "were not retried (same settings, input unchanged): "
                    + ", ".join(r.relative for r in summary.failed_before), err=True)
     if summary.exit_code:
         raise typer.Exit(summary.exit_code)
@@ -120,6 +126,9 @@ def _print_table(console, summary, quiet: bool) -> None:
         table.add_column(col, justify=just)
     for status in ("ok", "skipped", "failed"):
         table.add_row(f"[{STATUS_STYLE[status]}]{status}[/]", str(summary.count(status)))
+        if status == "ok" and summary.redone:
+            table.add_row(f"  [{STATUS_STYLE['redone']}]of which redone[/] (out of date)",
+                          str(len(summary.redone)))
     table.add_row("ignored (not audio)", str(len(summary.ignored)))
     console.print(table)
     console.print(f"summary: {summary.summary_json} and {summary.summary_csv}", highlight=False)

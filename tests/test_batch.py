@@ -110,7 +110,7 @@ def test_twenty_files_two_corrupt(twenty):
     assert no_temporaries(out)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"ok": 18, "failed": 2, "skipped": 0, "interrupted": 0,
-                                 "total": 20, "ignored": 1}
+                                 "total": 20, "ignored": 1, "redone": 0}
     failed = {f["relative"]: f for f in summary["files"] if f["status"] == "failed"}
     assert sorted(failed) == sorted(CORRUPT)
     assert "lost sync" in failed["music/truncated.flac"]["error"]
