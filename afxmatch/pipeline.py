@@ -187,7 +187,7 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     if method == "optimise":   # gradient refinement through the differentiable chain
         from .estimate.optimise import refine_estimate
         params, optimise_info = refine_estimate(x, sample_rate, ref, ref_rate, params, "model", steps,
-                                                time_budget, say)
+                                                time_budget, say, ref_features=f_ref)
     params = apply_amount(ParamSpace(sample_rate).validate(params, clip=True), amount, sample_rate)
     timings["estimate"] = time.perf_counter() - t
 

@@ -199,3 +199,49 @@ def test_pipeline_method_optimise_reports_its_search():
     assert info["start"] == "model" and info["steps"] == 2 and info["evaluations"] == 3
     assert info["objective_after"]["total"] <= info["objective_before"]["total"]
     assert np.isfinite(res.output).all() and res.output.shape == x.shape
+    check = info["check"]
+    assert check["kept"] in ("refined", "start")
+    assert check[check["kept"]]["total"] == min(check["start"]["total"], check["refined"]["total"])
+
+
+def test_report_distance_is_what_the_output_measures():
+    """``report_distance`` (the guard's measure) on a file short enough to be one window
+    equals the report's style distance of the pipeline's output, measured afresh."""
+    from afxmatch.pipeline import match_arrays
+
+    sr = 44100
+    x, ref = _material(21, seconds=2.0, sr=sr), _material(22, seconds=2.0, sr=sr)
+    f_ref = analysis.measure(ref, sr)
+    res = match_arrays(x, sr, ref, sr, method="analysis", ref_features=f_ref)
+    direct = style_distances(analysis.measure(res.output, sr), f_ref)
+    windows = opt.select_windows(x, sr, opt.MAX_TOTAL_S)
+    assert windows.shape[0] == 1
+    mine = opt.report_distance(windows, sr, res.params, f_ref)
+    for k in ("spectral_db", "dynamics_db"):
+        assert abs(mine[k] - direct[k]) < 2e-3, (k, mine[k], direct[k])
+    assert mine["loudness_lu"] < 2e-3 and direct["loudness_lu"] < 2e-3
+    assert direct["spectral_db"] > 0.1   # not a trivial match
+
+
+def test_refine_estimate_keeps_the_start_when_the_report_measure_gets_worse(monkeypatch):
+    """The gradient objective is a proxy: if its 'best' point is farther from the
+    reference by the report's measure, the start is returned and the report says so."""
+    sr = 44100
+    x, ref = _material(23, seconds=2.0, sr=sr), _material(24, seconds=2.0, sr=sr)
+    f_ref = analysis.measure(ref, sr)
+    space = ParamSpace(sr)
+    start = space.defaults()
+    bad = dict(start, p2_gain_db=18.0, p2_q=4.0, comp_threshold_db=-50.0, comp_ratio=20.0)
+    monkeypatch.setattr(opt, "refine", lambda *a, **k: (dict(bad), {"steps": 0}))
+    params, info = opt.refine_estimate(x, sr, ref, sr, start, "model", 1, None, ref_features=f_ref)
+    assert info["check"]["kept"] == "start"
+    assert info["check"]["refined"]["total"] > info["check"]["start"]["total"] + 1.0
+    assert params["p2_gain_db"] == start["p2_gain_db"] and params["comp_ratio"] == start["comp_ratio"]
+    # a refined point that is closer is kept
+    good_start = dict(bad)
+    monkeypatch.setattr(opt, "refine", lambda *a, **k: (dict(start), {"steps": 0}))
+    params, info = opt.refine_estimate(x, sr, ref, sr, good_start, "model", 1, None, ref_features=f_ref)
+    assert info["check"]["kept"] == "refined" and params["comp_ratio"] == start["comp_ratio"]
+    # without the reference's features there is no check (library callers of old)
+    params, info = opt.refine_estimate(x, sr, ref, sr, good_start, "model", 1, None)
+    assert "check" not in info and params["comp_ratio"] == start["comp_ratio"]

@@ -332,14 +332,51 @@ def refine(x: np.ndarray, sample_rate: float, ref: np.ndarray, ref_rate: float,
     return params, info
 
 
+def report_distance(windows: np.ndarray, sample_rate: float, params: Mapping[str, float],
+                    ref_features) -> dict[str, float]:
+    """The report's style distance (:func:`afxmatch.analysis.style_distances`) of the
+    built-in chain's output on ``windows`` (``(windows, channels, samples)``, joined in
+    time) at the output gain the pipeline gives it: the reference's loudness (gates
+    re-applied), lowered where the sample peak would pass ``PEAK_CEILING_DB``. Adds
+    ``total``, the sum of the three parts."""
+    from ..analysis import measure, style_distances
+    from ..dsp import numpy_chain
+
+    x = np.concatenate(list(np.asarray(windows, dtype=np.float32)), axis=-1)
+    y = numpy_chain.process(x, sample_rate, {**params, "out_gain_db": 0.0})
+    f = measure(y, sample_rate).at_loudness(ref_features.loudness_lufs)
+    if f.peak_db > PEAK_CEILING_DB:
+        f = f.scaled(PEAK_CEILING_DB - f.peak_db)
+    d = style_distances(f, ref_features)
+    return {**d, "total": round(sum(v for v in d.values() if v is not None), 3)}
+
+
 def refine_estimate(x: np.ndarray, sample_rate: float, ref, ref_rate, start: Mapping[str, float],
                     start_method: str, steps: int | None = None, time_budget: float | None = None,
-                    say: Callable[[str], None] | None = None) -> tuple[dict[str, float], dict]:
+                    say: Callable[[str], None] | None = None,
+                    ref_features=None) -> tuple[dict[str, float], dict]:
     """The pipeline's entry: :func:`refine` with the defaults for ``None`` limits, a
-    progress message per step, and ``start_method`` recorded in the report block."""
+    progress message per step, and ``start_method`` recorded in the report block.
+
+    With ``ref_features`` (the reference's :class:`~afxmatch.analysis.Features`), the
+    start and the refined parameters are also scored with the report's own style distance
+    (:func:`report_distance`, on the same windows): the differentiable objective is a
+    proxy (other bands, quantiles and gates), and where the refined point is farther from
+    the reference by the report's measure, the start is returned (``info["check"]``)."""
     steps = DEFAULT_STEPS if steps is None else steps
     time_budget = DEFAULT_TIME_BUDGET_S if time_budget is None else time_budget
     progress = None if say is None else (lambda k, value: say(f"optimising: step {k}/{steps}, "
                                                                f"objective {value:.2f}"))
     params, info = refine(x, sample_rate, ref, ref_rate, start, steps, time_budget, progress=progress)
-    return params, {"start": start_method, **info}
+    info = {"start": start_method, **info}
+    if ref_features is not None and np.isfinite(ref_features.loudness_lufs):
+        windows = select_windows(np.asarray(x, dtype=np.float32), sample_rate, MAX_TOTAL_S)
+        before = report_distance(windows, sample_rate, ParamSpace(sample_rate).validate(start, clip=True),
+                                 ref_features)
+        after = report_distance(windows, sample_rate, params, ref_features)
+        kept = "refined" if after["total"] <= before["total"] else "start"
+        info["check"] = {"measure": "report style distance (spectral_db + loudness_lu + dynamics_db)",
+                         "start": before, "refined": after, "kept": kept}
+        if kept == "start":
+            params = ParamSpace(sample_rate).validate(start, clip=True)
+    return params, info
