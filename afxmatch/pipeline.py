@@ -16,7 +16,7 @@ import numpy as np
 
 from . import audio
 from .choices import DEFAULT_METHOD, METHODS, check_search_limits, resolve_backend
-from .errors import AudioFileError, InvalidParameterError, OutputError
+from .errors import AfxmatchError, AudioFileError, InvalidParameterError, OutputError
 from .params import ParamSpace
 
 # analysis, estimation, rendering and the report pull in scipy and pyloudnorm (and torch
@@ -86,6 +86,20 @@ def load_default_model(model_path: str | None = None):
     from .model.io import load_cached_numpy
 
     return load_cached_numpy(model_path)
+
+
+def model_estimate(x: np.ndarray, sample_rate: float, ref, ref_rate, f_in, f_ref,
+                   model_path: str | None = None) -> tuple[dict[str, float], dict]:
+    """The trained model's estimate (refining the analysis prior where the model is
+    residual) and the model's facts for the report."""
+    from .estimate.model import estimate_model
+
+    net, config, model_info = load_default_model(model_path)
+    prior = None
+    if net.residual:
+        from .estimate.analysis import analysis_prior
+        prior = analysis_prior(x, sample_rate, ref, ref_rate, f_in, f_ref)
+    return estimate_model(x, sample_rate, ref, ref_rate, net, config, prior), model_info
 
 
 def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: float,
@@ -168,22 +182,20 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     say("estimating parameters")
     model_info = backend_info = optimise_info = None
     if method in ("model", "optimise"):   # optimise refines the model's estimate (below)
-        from .estimate.model import estimate_model
-
-        net, config, model_info = load_default_model(model_path)
-        prior = None
-        if net.residual:
-            from .estimate.analysis import analysis_prior
-            prior = analysis_prior(x, sample_rate, ref, ref_rate, f_in, f_ref)
-        params = estimate_model(x, sample_rate, ref, ref_rate, net, config, prior)
+        params, model_info = model_estimate(x, sample_rate, ref, ref_rate, f_in, f_ref, model_path)
     else:   # analysis; also blackbox's starting point
         params = estimate_analysis(f_in, f_ref, sample_rate, eq_levels=eq_levels_fn(x, sample_rate))
-    if method == "blackbox":   # CMA-ES through the VST3 plugins, from the analysis estimate
+    if method == "blackbox":   # CMA-ES through the VST3 plugins, from the analysis or model estimate
         from .estimate.blackbox import estimate_blackbox
 
         limits = {k: v for k, v in (("max_evals", steps), ("time_budget", time_budget)) if v is not None}
-        search = estimate_blackbox(x, sample_rate, f_ref, params, **limits)
-        params, backend_info = search.params, {"blackbox": search.info}
+        others, start_model = {}, None
+        try:   # the model's estimate is a second start where a model is at hand
+            others["model"], start_model = model_estimate(x, sample_rate, ref, ref_rate, f_in, f_ref, model_path)
+        except AfxmatchError:
+            pass
+        search = estimate_blackbox(x, sample_rate, f_ref, params, other_starts=others, **limits)
+        params, backend_info = search.params, {"blackbox": {**search.info, "start_model": start_model}}
     if method == "optimise":   # gradient refinement through the differentiable chain
         from .estimate.optimise import refine_estimate
         params, optimise_info = refine_estimate(x, sample_rate, ref, ref_rate, params, "model", steps,

@@ -122,3 +122,32 @@ def test_scaled_features_regate_the_level_frames_like_a_measurement():
     assert abs(f.at_loudness(target).loudness_lufs - target) < 1e-3
     d = style_distances(f.at_loudness(target), direct)
     assert d["dynamics_db"] < 0.1 and d["spectral_db"] < 1e-6
+
+
+def test_distances_at_output_gain_follow_the_pipelines_gain():
+    """The searches' measure sets the gain as ``pipeline.output_gain`` does: the gated
+    loudness solve, clipped to the output gain's range, cut at the peak ceiling; what the
+    range or the cut costs shows as ``loudness_lu``. Checked against the pipeline's own
+    function and a fresh measurement of the scaled signal."""
+    from afxmatch.analysis import style_distances
+    from afxmatch.analysis.distance import distances_at_output_gain
+    from afxmatch.analysis.features import measure
+    from afxmatch.pipeline import PEAK_CEILING_DB, output_gain
+
+    sr = 48000
+    x = _gappy(sr)
+    rng = np.random.default_rng(5)
+    ref = measure(0.3 * rng.standard_normal((1, 4 * sr)), sr)       # loud, peaky noise
+    for level_db, gain_range in ((-40.0, (-36.0, 36.0)), (-40.0, (-36.0, 12.0)), (0.0, (-36.0, 36.0))):
+        y = x * 10 ** (level_db / 20)
+        f = measure(y, sr)
+        d = distances_at_output_gain(f, ref, PEAK_CEILING_DB, gain_range)
+        gain, safety = output_gain(f.loudness_lufs, f.peak_db, ref.loudness_lufs, sr, f.loudness_hops)
+        gain = min(gain, gain_range[1]) if gain_range[1] < 36 else gain
+        gain -= max(0.0, f.peak_db + gain - PEAK_CEILING_DB)
+        direct = style_distances(measure(y * 10 ** (gain / 20), sr), ref)
+        for k in ("spectral_db", "loudness_lu", "dynamics_db"):
+            assert d[k] == pytest.approx(direct[k], abs=2e-3), (level_db, gain_range, k)
+    # the 12 dB range leaves the quiet render short of the reference's loudness
+    short = distances_at_output_gain(measure(x * 10 ** (-40 / 20), sr), ref, PEAK_CEILING_DB, (-36.0, 12.0))
+    assert short["loudness_lu"] > 5.0

@@ -231,7 +231,8 @@ def test_blackbox_improves_the_objective():
     # the returned parameters are renderable as written and score what the search said
     assert vst3_backend.unrepresented(res.params, SR, tol_db=0.45) == []
     parts = info["best_parts"]
-    assert parts["spectral_db"] + parts["dynamics_db"] == pytest.approx(info["objective_best"], abs=2e-3)
+    assert parts["spectral_db"] + parts["dynamics_db"] + parts["loudness_lu"] == pytest.approx(
+        info["objective_best"], abs=2e-3)
     # deterministic for a fixed seed
     again = estimate_blackbox(x, SR, f_ref, ParamSpace(SR).defaults(), max_evals=48, seed=0)
     assert again.info["objective_best"] == info["objective_best"]
@@ -250,6 +251,13 @@ def test_pipeline_blackbox_reports_the_plugins():
     info = res.backend_info
     assert info["blackbox"]["evaluations"] > 0 and info["eq_max_difference_db"] < 0.5
     assert np.all(np.isfinite(res.output)) and np.max(np.abs(res.output)) <= 1.0
+    # the search scored what the written output measures (the whole 1 s file is its
+    # window): the pipeline's gated loudness gain, the frames re-gated at that level
+    from afxmatch import analysis
+
+    measured = analysis.style_distances(analysis.measure(res.output, SR), analysis.measure(ref, SR))
+    for k, v in info["blackbox"]["best_parts"].items():
+        assert measured[k] == pytest.approx(v, abs=2e-3), k
 
 
 # --- the fitted start (analytic, no plugin needed) -----------------------------------------
@@ -326,6 +334,16 @@ def test_blackbox_never_worse_than_its_start():
     res = estimate_blackbox(x, SR, f_ref, start, max_evals=40, seed=3)
     info = res.info
     assert info["objective_start"] == min(info["start"]["objective_fitted"], info["start"]["objective_projected"])
+    # a second start (here the flat defaults, worse than the analysis estimate) is fitted,
+    # scored and only chosen if better; the search then never ends above the best start
+    two = estimate_blackbox(x, SR, f_ref, start, max_evals=40, seed=3,
+                            other_starts={"flat": ParamSpace(SR).defaults()})
+    cand = two.info["start"]["candidates"]
+    assert set(cand) == {"fitted", "projected", "flat fitted", "flat projected"}
+    assert two.info["objective_start"] == min(cand.values())
+    assert two.info["start"]["chosen"] == min(cand, key=cand.get)
+    assert min(cand["flat fitted"], cand["flat projected"]) > min(cand["fitted"], cand["projected"])
+    assert two.info["objective_best"] <= two.info["objective_start"]
     assert info["objective_best"] <= info["objective_start"]
     assert info["objective_best"] < info["objective_start"] - 0.05
     # independent re-measure: a fresh plugin chain on the same windows

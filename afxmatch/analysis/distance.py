@@ -40,3 +40,17 @@ def style_distances(out: Features, ref: Features) -> dict[str, float]:
     return {"spectral_db": round(float(np.sqrt(np.mean(diff ** 2))), 3),
             "loudness_lu": round(float(loud), 3) if np.isfinite(loud) else None,
             "dynamics_db": round(dyn, 3)}
+
+
+def distances_at_output_gain(rendered: Features, ref: Features, ceiling_db: float,
+                             gain_range_db: tuple[float, float]) -> dict[str, float]:
+    """:func:`style_distances` of a render made with output gain 0, at the gain the
+    pipeline will give it: the reference's loudness (solved with BS.1770's gates,
+    :meth:`Features.gain_to_loudness`) within the output gain's range, lowered where the
+    sample peak would pass ``ceiling_db`` -- ``loudness_lu`` is then what the range or
+    the cut costs. This is what the report measures on the output, for searches that
+    score candidates before anything is written."""
+    gain = rendered.gain_to_loudness(ref.loudness_lufs)
+    gain = float(np.clip(gain, *gain_range_db)) if np.isfinite(gain) else 0.0
+    gain -= max(0.0, rendered.peak_db + gain - ceiling_db)
+    return style_distances(rendered.scaled(gain), ref)

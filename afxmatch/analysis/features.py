@@ -113,15 +113,19 @@ class Features:
                        rms_db=self.rms_db + g, power=self.power * 10 ** (g / 10),
                        frame_rms_db=frames[0], frame_peak_db=frames[1], frames_ungated=ungated)
 
-    def at_loudness(self, target_lufs: float) -> "Features":
-        """:meth:`scaled` by the gain that brings this signal to ``target_lufs``, solved
-        with BS.1770's gates re-applied (:func:`loudness.gain_for_loudness`, as the
-        pipeline's output gain is); a plain shift without ``loudness_hops``."""
+    def gain_to_loudness(self, target_lufs: float) -> float:
+        """The gain (dB) that brings this signal to ``target_lufs``, solved with BS.1770's
+        gates re-applied (:func:`loudness.gain_for_loudness`, as the pipeline's output
+        gain is); the plain difference without ``loudness_hops``."""
         gain = target_lufs - self.loudness_lufs
         if self.loudness_hops is not None and np.isfinite(gain):
             solved = loudness.gain_for_loudness(self.loudness_hops, self.sample_rate, target_lufs)
             gain = solved if np.isfinite(solved) else gain
-        return self.scaled(gain)
+        return float(gain)
+
+    def at_loudness(self, target_lufs: float) -> "Features":
+        """:meth:`scaled` by :meth:`gain_to_loudness`."""
+        return self.scaled(self.gain_to_loudness(target_lufs))
 
     def summary(self) -> dict:
         return {"integrated_lufs": _round(self.loudness_lufs), "sample_peak_dbfs": _round(self.peak_db),

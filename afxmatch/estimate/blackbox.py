@@ -12,15 +12,17 @@ space (``ParamSpace.normalise``: log scale for frequencies, Q and times):
 Every candidate is passed through :func:`vst3_backend.project` before it is rendered,
 so each peak's Q stays where ZamEQ2 renders the RBJ band within ``PROJECT_TOL_DB``: the
 parameters the report prints are the ones the plugins play. Make-up and output gain are
-not searched: the objective is measured after a loudness match (the pipeline sets the
-output gain the same way), so pure gains are invisible to it.
+not searched: the objective is measured at the output gain the pipeline will set, so
+pure gains are invisible to it.
 
 The objective is the report's style distance (:func:`afxmatch.analysis.style_distances`,
-numpy side), ``spectral_db + dynamics_db``, between the plugin chain's output on windows
-chosen across the input (the loudest of equal sections, as the model method chooses
-them; at most ``MAX_TOTAL_S`` seconds in all, native rate and channels) and the reference's
-features, after the output has been brought to the reference's loudness. Each evaluation
-renders those windows through the plugins.
+numpy side), ``spectral_db + dynamics_db + loudness_lu``, between the plugin chain's
+output on windows chosen across the input (the loudest of equal sections, as the model
+method chooses them; at most ``MAX_TOTAL_S`` seconds in all, native rate and channels) and
+the reference's features, at the pipeline's output gain
+(:func:`afxmatch.analysis.distance.distances_at_output_gain`: the reference's loudness,
+gates re-applied, lowered where the sample peak would pass the ceiling; ``loudness_lu``
+is then what that cut costs). Each evaluation renders those windows through the plugins.
 
 Search: CMA-ES (Hansen's (mu/mu_w, lambda) rules with rank-one and rank-mu updates and
 cumulative step-size adaptation), started at the given estimate with step ``SIGMA0``;
@@ -50,6 +52,7 @@ DEFAULT_TIME_BUDGET_S = 40.0
 SIGMA0 = 0.06
 BOX_PENALTY = 10.0
 PROJECT_TOL_DB = 0.4
+PEAK_CEILING_DB = -0.1   # as pipeline.PEAK_CEILING_DB: the output gain keeps the sample peak below
 COMP_SEARCHED = ("comp_threshold_db", "comp_ratio", "comp_attack_ms", "comp_release_ms")
 
 
@@ -94,8 +97,9 @@ def select_input_windows(x: np.ndarray, sample_rate: float) -> np.ndarray:
 
 
 class StyleObjective:
-    """``params -> spectral_db + dynamics_db`` of the plugin chain's output on ``windows``
-    vs ``ref_features``, after a loudness match. Keeps one plugin chain loaded."""
+    """``params -> spectral_db + dynamics_db + loudness_lu`` of the plugin chain's output on
+    ``windows`` vs ``ref_features``, at the pipeline's output gain. Keeps one plugin chain
+    loaded."""
 
     def __init__(self, windows: np.ndarray, sample_rate: float, ref_features, params: Mapping[str, float]):
         from ..render.vst3_backend import build_chain
@@ -105,7 +109,8 @@ class StyleObjective:
         self.evaluations = 0
 
     def parts(self, params: Mapping[str, float]) -> dict[str, float]:
-        from ..analysis import measure, style_distances
+        from ..analysis import measure
+        from ..analysis.distance import distances_at_output_gain
 
         self.chain.update(params)
         y = self.chain.process(self.x, self.sr, reset=True)
@@ -115,12 +120,12 @@ class StyleObjective:
         f = measure(y, self.sr)
         if not math.isfinite(f.loudness_lufs):
             return {"spectral_db": math.inf, "dynamics_db": math.inf, "loudness_lu": math.inf}
-        d = style_distances(f.at_loudness(self.ref.loudness_lufs), self.ref)
-        return d
+        g = ParamSpace(self.sr)["out_gain_db"]
+        return distances_at_output_gain(f, self.ref, PEAK_CEILING_DB, (g.min, g.max))
 
     def __call__(self, params: Mapping[str, float]) -> float:
         d = self.parts(params)
-        return float(d["spectral_db"] + d["dynamics_db"])
+        return float(d["spectral_db"] + d["dynamics_db"] + (d["loudness_lu"] or 0.0))
 
     def close(self) -> None:
         self.chain.close()
@@ -193,31 +198,36 @@ def fitted_start(start: Mapping[str, float], sample_rate: float) -> tuple[dict[s
 
 def estimate_blackbox(x: np.ndarray, sample_rate: float, ref_features, start: Mapping[str, float],
                       max_evals: int = DEFAULT_EVALS, time_budget: float | None = DEFAULT_TIME_BUDGET_S,
-                      seed: int = 0, progress: Callable[[int, float], None] | None = None) -> BlackboxResult:
+                      seed: int = 0, progress: Callable[[int, float], None] | None = None,
+                      other_starts: Mapping[str, Mapping[str, float]] | None = None) -> BlackboxResult:
     """Search the plugin chain's parameters from ``start`` towards the reference's style.
 
     ``x``: ``(channels, samples)`` input; ``ref_features``: ``analysis.measure(ref, rate)``.
-    ``start`` (e.g. the analysis estimate) is first turned into plugin settings by a fit
-    of the plugin EQ to its RBJ EQ (:func:`fitted_start`); that point and the plain
-    projection of ``start`` are evaluated and the better one starts the CMA-ES. Stops after
-    ``max_evals`` evaluations (those two included) or ``time_budget`` seconds (``None``:
-    no limit). Returns the best evaluated (projected, plugin-renderable) parameters with
-    ``out_gain_db = 0`` -- never worse on the objective than the evaluated start -- and a
-    summary: evaluations, seconds, objective at the start and at the best point.
+    ``start`` (e.g. the analysis estimate), and each of ``other_starts`` (e.g. ``{"model":
+    the model's estimate}``), is turned into plugin settings by a fit of the plugin EQ to
+    its RBJ EQ (:func:`fitted_start`); those points and the plain projections are
+    evaluated and the best one starts the CMA-ES. Stops after ``max_evals`` evaluations
+    (those included) or ``time_budget`` seconds (``None``: no limit). Returns the best
+    evaluated (projected, plugin-renderable) parameters with ``out_gain_db = 0`` -- never
+    worse on the objective than the evaluated starts -- and a summary: evaluations,
+    seconds, objective at the start and at the best point.
     """
     from ..render.vst3_backend import project
 
     check_search_limits("blackbox", max_evals, time_budget)
     t0 = time.perf_counter()
     space = ParamSpace(sample_rate)
-    base = space.validate(dict(start), clip=True)
-    base["out_gain_db"] = 0.0
-    fitted, fit_info = fitted_start(base, sample_rate)
-    snapped = project(base, sample_rate, PROJECT_TOL_DB)
+    starts, fit_info = {}, None
+    for name, estimate in {"": start, **dict(other_starts or {})}.items():
+        base = space.validate(dict(estimate), clip=True)
+        base["out_gain_db"] = 0.0
+        fitted, info = fitted_start(base, sample_rate)
+        fit_info = fit_info or info   # the first start's fit, for the report
+        starts[f"{name} fitted".strip()] = fitted
+        starts[f"{name} projected".strip()] = project(base, sample_rate, PROJECT_TOL_DB)
     names = searched_names()
     idx = [space.names.index(n) for n in names]
     lo, hi = search_box(space, names)
-    u_base = space.normalise(fitted)
 
     def to_params(u: np.ndarray) -> dict[str, float]:
         full = u_base.copy()
@@ -225,15 +235,15 @@ def estimate_blackbox(x: np.ndarray, sample_rate: float, ref_features, start: Ma
         return project(space.denormalise(full), sample_rate, PROJECT_TOL_DB)
 
     windows = select_input_windows(x, sample_rate)
-    objective = StyleObjective(windows, sample_rate, ref_features, fitted)
+    objective = StyleObjective(windows, sample_rate, ref_features, starts["fitted"])
     fit_time = time.perf_counter() - t0
     es = None
     try:
-        starts = {"fitted": fitted, "projected": snapped}
         start_values = {k: objective(p) for k, p in starts.items()}
         first = min(start_values, key=start_values.get)
         best_p, best_f = starts[first], start_values[first]
         start_f = best_f
+        u_base = space.normalise(best_p)   # the unsearched settings (knee, make-up) too
         u0 = np.clip(np.asarray(space.normalise(best_p))[idx], lo, hi)
         es = CMAES(u0, SIGMA0, np.random.default_rng(seed))
 
@@ -265,12 +275,13 @@ def estimate_blackbox(x: np.ndarray, sample_rate: float, ref_features, start: Ma
         objective.close()
     info = {"search": "CMA-ES", "evaluations": evaluations, "generations": es.generation if es else 0,
             "population": es.lam if es else 0, "seed": seed, "dimensions": len(names),
-            "objective": "spectral_db + dynamics_db (report style distance after a loudness match) "
-                         "on input windows rendered through the plugins",
+            "objective": "spectral_db + dynamics_db + loudness_lu (report style distance at the "
+                         "pipeline's output gain) on input windows rendered through the plugins",
             "start": {"from": "EQ fitted to the start estimate's RBJ response (zam_fit), "
                               "compressor mapped directly", **fit_info,
                       "objective_fitted": round(start_values["fitted"], 4),
                       "objective_projected": round(start_values["projected"], 4), "chosen": first,
+                      "candidates": {k: round(v, 4) for k, v in start_values.items()},
                       "seconds": round(fit_time, 2)},
             "window_s": round(windows.shape[-1] / sample_rate, 3),
             "limits": {"evaluations": int(max_evals), "time_budget_s": time_budget},

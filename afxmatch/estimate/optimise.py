@@ -339,15 +339,14 @@ def report_distance(windows: np.ndarray, sample_rate: float, params: Mapping[str
     time) at the output gain the pipeline gives it: the reference's loudness (gates
     re-applied), lowered where the sample peak would pass ``PEAK_CEILING_DB``. Adds
     ``total``, the sum of the three parts."""
-    from ..analysis import measure, style_distances
+    from ..analysis import measure
+    from ..analysis.distance import distances_at_output_gain
     from ..dsp import numpy_chain
 
     x = np.concatenate(list(np.asarray(windows, dtype=np.float32)), axis=-1)
     y = numpy_chain.process(x, sample_rate, {**params, "out_gain_db": 0.0})
-    f = measure(y, sample_rate).at_loudness(ref_features.loudness_lufs)
-    if f.peak_db > PEAK_CEILING_DB:
-        f = f.scaled(PEAK_CEILING_DB - f.peak_db)
-    d = style_distances(f, ref_features)
+    g = ParamSpace(sample_rate)["out_gain_db"]
+    d = distances_at_output_gain(measure(y, sample_rate), ref_features, PEAK_CEILING_DB, (g.min, g.max))
     return {**d, "total": round(sum(v for v in d.values() if v is not None), 3)}
 
 
