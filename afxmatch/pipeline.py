@@ -113,17 +113,11 @@ def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: 
     loudness by itself. Returns ``(gain_db, safety)`` where ``safety`` says what was done,
     for the report.
     """
-    from .analysis.loudness import gain_for_loudness
+    from .analysis.loudness import safe_output_gain_db
 
     spec = ParamSpace(sample_rate)["out_gain_db"]
-    finite = np.isfinite(rendered_loudness) and np.isfinite(target_lufs)
-    wanted = target_lufs - rendered_loudness if finite else 0.0
-    if finite and hops is not None:
-        solved = gain_for_loudness(hops, sample_rate, target_lufs)
-        wanted = solved if np.isfinite(solved) else wanted
-    gain = float(np.clip(wanted, spec.min, spec.max))
-    limited = max(0.0, rendered_peak_db + gain - PEAK_CEILING_DB)
-    gain -= limited
+    gain, wanted, limited = safe_output_gain_db(rendered_loudness, rendered_peak_db, target_lufs, sample_rate,
+                                                hops, (spec.min, spec.max), PEAK_CEILING_DB)
     safety = {"peak_ceiling_dbfs": PEAK_CEILING_DB, "loudness_gain_wanted_db": round(wanted, 3),
               "gain_reduced_for_peak_db": round(limited, 3),
               "note": ("output gain lowered so the sample peak stays at the ceiling; the output "

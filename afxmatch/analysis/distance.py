@@ -50,7 +50,8 @@ def distances_at_output_gain(rendered: Features, ref: Features, ceiling_db: floa
     sample peak would pass ``ceiling_db`` -- ``loudness_lu`` is then what the range or
     the cut costs. This is what the report measures on the output, for searches that
     score candidates before anything is written."""
-    gain = rendered.gain_to_loudness(ref.loudness_lufs)
-    gain = float(np.clip(gain, *gain_range_db)) if np.isfinite(gain) else 0.0
-    gain -= max(0.0, rendered.peak_db + gain - ceiling_db)
+    from .loudness import safe_output_gain_db
+
+    gain, _, _ = safe_output_gain_db(rendered.loudness_lufs, rendered.peak_db, ref.loudness_lufs,
+                                     rendered.sample_rate, rendered.loudness_hops, gain_range_db, ceiling_db)
     return style_distances(rendered.scaled(gain), ref)

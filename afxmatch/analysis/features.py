@@ -115,13 +115,9 @@ class Features:
 
     def gain_to_loudness(self, target_lufs: float) -> float:
         """The gain (dB) that brings this signal to ``target_lufs``, solved with BS.1770's
-        gates re-applied (:func:`loudness.gain_for_loudness`, as the pipeline's output
-        gain is); the plain difference without ``loudness_hops``."""
-        gain = target_lufs - self.loudness_lufs
-        if self.loudness_hops is not None and np.isfinite(gain):
-            solved = loudness.gain_for_loudness(self.loudness_hops, self.sample_rate, target_lufs)
-            gain = solved if np.isfinite(solved) else gain
-        return float(gain)
+        gates re-applied (:func:`loudness.matching_gain_db`, as the pipeline's output
+        gain is); the plain difference without ``loudness_hops``, 0 for silence."""
+        return loudness.matching_gain_db(self.loudness_lufs, target_lufs, self.sample_rate, self.loudness_hops)
 
     def at_loudness(self, target_lufs: float) -> "Features":
         """:meth:`scaled` by :meth:`gain_to_loudness`."""

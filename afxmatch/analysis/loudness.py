@@ -184,3 +184,30 @@ def gain_for_loudness(hops: np.ndarray, sample_rate: float, target_lufs: float,
         else:
             hi = min(hi, g)
     return g
+
+
+def matching_gain_db(loudness_lufs: float, target_lufs: float, sample_rate: float,
+                     hops: np.ndarray | None = None) -> float:
+    """The gain (dB) that brings a signal of ``loudness_lufs`` to ``target_lufs``: solved
+    on its hop energies with the gates re-applied (:func:`gain_for_loudness`) when
+    ``hops`` are given and the solve succeeds, else the plain difference; 0 when either
+    loudness is not finite (silence)."""
+    if not (np.isfinite(loudness_lufs) and np.isfinite(target_lufs)):
+        return 0.0
+    if hops is not None:
+        solved = gain_for_loudness(hops, sample_rate, target_lufs)
+        if np.isfinite(solved):
+            return float(solved)
+    return float(target_lufs - loudness_lufs)
+
+
+def safe_output_gain_db(loudness_lufs: float, peak_db: float, target_lufs: float, sample_rate: float,
+                        hops: np.ndarray | None, gain_range_db: tuple[float, float],
+                        ceiling_db: float) -> tuple[float, float, float]:
+    """The pipeline's output gain rule: :func:`matching_gain_db` kept in
+    ``gain_range_db``, then lowered so the sample peak stays at ``ceiling_db``.
+    Returns ``(gain_db, wanted_db, lowered_for_peak_db)``."""
+    wanted = matching_gain_db(loudness_lufs, target_lufs, sample_rate, hops)
+    gain = float(np.clip(wanted, *gain_range_db))
+    lowered = max(0.0, peak_db + gain - ceiling_db)
+    return gain - lowered, wanted, lowered
