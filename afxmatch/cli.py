@@ -189,7 +189,9 @@ def _print_summary(console, report: dict) -> None:
     if report["safety"]["gain_reduced_for_peak_db"] > 0:
         console.print(f"[yellow]note:[/] output gain lowered by "
                       f"{report['safety']['gain_reduced_for_peak_db']:.1f} dB to keep peaks at "
-                      f"{report['safety']['peak_ceiling_dbfs']} dBFS")
+                      f"{report['safety']['peak_ceiling_dbfs']} dBFS, so the output is that much "
+                      f"quieter than the reference; --true-peak -1 reaches the reference's "
+                      f"loudness with a limiter instead")
     if report.get("finish"):
         fin = report["finish"]
         console.print(f"finish: {fin['output_lufs']} LUFS (target {fin['target_lufs']}), true peak "

@@ -35,11 +35,24 @@ def matched(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "out.wav"
     proc = run_cli(EXAMPLE_INPUT, "--ref", EXAMPLE_REFERENCE, "-o", out)
     assert proc.returncode == 0, proc.stderr
-    return out, json.loads(out.with_suffix(".json").read_text())
+    return out, json.loads(out.with_suffix(".json").read_text()), proc
+
+
+def test_a_peak_safety_cut_is_explained_with_its_remedy(matched):
+    """The example's reference is a limited master 13 LU louder: the output gain is cut
+    to keep the peaks, the output measures that much under the reference, and the note
+    says so and names the option that reaches the reference's loudness instead."""
+    out, report, proc = matched
+    cut = report["safety"]["gain_reduced_for_peak_db"]
+    assert cut > 1.0
+    assert report["style_distance"]["after"]["loudness_lu"] == pytest.approx(cut, abs=0.1)
+    text = " ".join((proc.stdout + proc.stderr).split())
+    assert f"output gain lowered by {cut:.1f} dB" in text
+    assert "--true-peak -1" in text and "quieter than the reference" in text
 
 
 def test_examples_end_to_end_writes_audio_and_report(matched):
-    out, report = matched
+    out, report, _ = matched
     data, sr = sf.read(str(out), always_2d=True)
     info_in = sf.info(str(EXAMPLE_INPUT))
     assert sr == info_in.samplerate and data.shape == (info_in.frames, info_in.channels)
@@ -51,7 +64,7 @@ def test_examples_end_to_end_writes_audio_and_report(matched):
 
 
 def test_report_contents(matched):
-    out, report = matched
+    out, report, _ = matched
     assert report["schema"] == "afxmatch.report/1"
     assert report["method"] == "model" and report["backend"] == "torch"  # the defaults
     shipped = ROOT / "models" / "default"
