@@ -8,7 +8,7 @@ measured as the report does (``analysis.style_distances``): spectral_db, loudnes
 dynamics_db and their sum.
 
 Systems: ``input`` (unprocessed), ``analysis``, ``model``, ``blackbox`` (CMA-ES through ZamEQ2 +
-ZamComp, started from ``analysis``) and ``optimise`` (when ``optimise`` is a method of this
+ZamComp, started from the better of the ``analysis`` and model estimates) and ``optimise`` (when ``optimise`` is a method of this
 afxmatch; otherwise the table says so and compares with ``analysis`` only).
 
     python benchmarks/blackbox.py --data /tmp/afx_corpus --pairs 4 --out benchmarks/results/blackbox.md
