@@ -196,7 +196,7 @@ def render_settings(samples: np.ndarray, sample_rate: int, params: dict[str, flo
 
     Returns ``(output, safety_gain_db)`` (the dB by which the gain was lowered, >= 0).
     """
-    from .pipeline import PEAK_CEILING_DB
+    from .params import PEAK_CEILING_DB
     from .render import render
 
     gain = float(params["out_gain_db"])

@@ -33,6 +33,7 @@ _BANDS: tuple[tuple[str, str, float, float | str, float], ...] = (
     ("hs", "high_shelf", 4000.0, TOP, 8000.0),
 )
 EQ_GAIN_DB = 24.0
+PEAK_CEILING_DB = -0.1   # sample-peak ceiling of the output gain (dBFS): the safety gain keeps below it
 Q_MIN, Q_MAX, Q_DEFAULT = 0.1, 10.0, 0.707
 TOP_FRACTION, TOP_MAX_HZ = 0.45, 20000.0
 

@@ -17,14 +17,13 @@ import numpy as np
 from . import audio
 from .choices import DEFAULT_METHOD, METHODS, check_search_limits, resolve_backend
 from .errors import AfxmatchError, AudioFileError, InvalidParameterError, OutputError
-from .params import ParamSpace
+from .params import PEAK_CEILING_DB, ParamSpace
 
 # analysis, estimation, rendering and the report pull in scipy and pyloudnorm (and torch
 # for --method optimise: seconds of start-up); they are imported where needed, after the
 # cheap checks, so a wrong path or option fails at once. The default path (method model,
 # the built-in chain) never imports torch: the network and the chain run in numpy.
 
-PEAK_CEILING_DB = -0.1  # sample-peak ceiling of the safety gain (dBFS)
 SWITCH_INTERVAL_S = 0.0005  # GIL switch interval while the warm-up thread imports
 
 Progress = Callable[[str], None]

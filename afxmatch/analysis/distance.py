@@ -42,16 +42,22 @@ def style_distances(out: Features, ref: Features) -> dict[str, float]:
             "dynamics_db": round(dyn, 3)}
 
 
-def distances_at_output_gain(rendered: Features, ref: Features, ceiling_db: float,
-                             gain_range_db: tuple[float, float]) -> dict[str, float]:
+def distances_at_output_gain(rendered: Features, ref: Features, ceiling_db: float | None = None,
+                             gain_range_db: tuple[float, float] | None = None) -> dict[str, float]:
     """:func:`style_distances` of a render made with output gain 0, at the gain the
-    pipeline will give it: the reference's loudness (solved with BS.1770's gates,
-    :meth:`Features.gain_to_loudness`) within the output gain's range, lowered where the
-    sample peak would pass ``ceiling_db`` -- ``loudness_lu`` is then what the range or
-    the cut costs. This is what the report measures on the output, for searches that
-    score candidates before anything is written."""
+    pipeline will give it (:func:`~afxmatch.analysis.loudness.safe_output_gain_db`): the
+    reference's loudness (solved with BS.1770's gates) within the output gain's range
+    (default: the parameter space's), lowered where the sample peak would pass
+    ``ceiling_db`` (default: :data:`afxmatch.params.PEAK_CEILING_DB`) -- ``loudness_lu`` is
+    then what the range or the cut costs. This is what the report measures on the output,
+    for searches that score candidates before anything is written."""
+    from ..params import PEAK_CEILING_DB, ParamSpace
     from .loudness import safe_output_gain_db
 
+    if gain_range_db is None:
+        spec = ParamSpace(rendered.sample_rate)["out_gain_db"]
+        gain_range_db = (spec.min, spec.max)
+    ceiling_db = PEAK_CEILING_DB if ceiling_db is None else ceiling_db
     gain, _, _ = safe_output_gain_db(rendered.loudness_lufs, rendered.peak_db, ref.loudness_lufs,
                                      rendered.sample_rate, rendered.loudness_hops, gain_range_db, ceiling_db)
     return style_distances(rendered.scaled(gain), ref)

@@ -113,16 +113,6 @@ class Features:
                        rms_db=self.rms_db + g, power=self.power * 10 ** (g / 10),
                        frame_rms_db=frames[0], frame_peak_db=frames[1], frames_ungated=ungated)
 
-    def gain_to_loudness(self, target_lufs: float) -> float:
-        """The gain (dB) that brings this signal to ``target_lufs``, solved with BS.1770's
-        gates re-applied (:func:`loudness.matching_gain_db`, as the pipeline's output
-        gain is); the plain difference without ``loudness_hops``, 0 for silence."""
-        return loudness.matching_gain_db(self.loudness_lufs, target_lufs, self.sample_rate, self.loudness_hops)
-
-    def at_loudness(self, target_lufs: float) -> "Features":
-        """:meth:`scaled` by :meth:`gain_to_loudness`."""
-        return self.scaled(self.gain_to_loudness(target_lufs))
-
     def summary(self) -> dict:
         return {"integrated_lufs": _round(self.loudness_lufs), "sample_peak_dbfs": _round(self.peak_db),
                 "rms_dbfs": _round(self.rms_db)}

@@ -52,7 +52,6 @@ DEFAULT_TIME_BUDGET_S = 40.0
 SIGMA0 = 0.06
 BOX_PENALTY = 10.0
 PROJECT_TOL_DB = 0.4
-PEAK_CEILING_DB = -0.1   # as pipeline.PEAK_CEILING_DB: the output gain keeps the sample peak below
 COMP_SEARCHED = ("comp_threshold_db", "comp_ratio", "comp_attack_ms", "comp_release_ms")
 
 
@@ -120,8 +119,7 @@ class StyleObjective:
         f = measure(y, self.sr)
         if not math.isfinite(f.loudness_lufs):
             return {"spectral_db": math.inf, "dynamics_db": math.inf, "loudness_lu": math.inf}
-        g = ParamSpace(self.sr)["out_gain_db"]
-        return distances_at_output_gain(f, self.ref, PEAK_CEILING_DB, (g.min, g.max))
+        return distances_at_output_gain(f, self.ref)
 
     def __call__(self, params: Mapping[str, float]) -> float:
         d = self.parts(params)

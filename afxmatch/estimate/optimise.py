@@ -13,7 +13,7 @@ the input with statistics of the reference, measured once, all in dB:
   attack) and the sample peak;
 - ``loudness_lu``: the loudness the pipeline will miss: the output gain is set after the
   chain so that the loudness equals the reference's, but lowered where the sample peak
-  would pass the ceiling (``pipeline.PEAK_CEILING_DB``); this term is that shortfall.
+  would pass the ceiling (``params.PEAK_CEILING_DB``); this term is that shortfall.
 
 Every statistic is relative to the signal's own loudness, so the objective is invariant
 to a gain after the chain: it sees the output as the pipeline will write it. The two
@@ -41,7 +41,7 @@ from .. import dsp
 from ..analysis.loudness import k_weighting_sos
 from ..dsp import biquad
 from ..errors import InvalidParameterError
-from ..params import ParamSpace, top_hz
+from ..params import PEAK_CEILING_DB, ParamSpace, top_hz
 from .model import choose_windows
 
 # statistics
@@ -56,7 +56,6 @@ GATE_ABS_DB = -70.0              # BS.1770-like gates of the loudness (the absol
                                  # relative to the loudest frame: the output gain is free)
 GATE_REL_DB = -10.0
 FRAME_GATE_DB = -60.0            # level frames this far below the loudness are ignored
-PEAK_CEILING_DB = -0.1           # as pipeline.PEAK_CEILING_DB
 EPS = 1e-12
 WEIGHTS = {"spectral_db": 1.0, "dynamics_db": 1.0, "loudness_lu": 1.0}
 
@@ -345,8 +344,7 @@ def report_distance(windows: np.ndarray, sample_rate: float, params: Mapping[str
 
     x = np.concatenate(list(np.asarray(windows, dtype=np.float32)), axis=-1)
     y = numpy_chain.process(x, sample_rate, {**params, "out_gain_db": 0.0})
-    g = ParamSpace(sample_rate)["out_gain_db"]
-    d = distances_at_output_gain(measure(y, sample_rate), ref_features, PEAK_CEILING_DB, (g.min, g.max))
+    d = distances_at_output_gain(measure(y, sample_rate), ref_features)
     return {**d, "total": round(sum(v for v in d.values() if v is not None), 3)}
 
 
