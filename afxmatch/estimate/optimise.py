@@ -367,13 +367,13 @@ def refine_estimate(x: np.ndarray, sample_rate: float, ref, ref_rate, start: Map
     params, info = refine(x, sample_rate, ref, ref_rate, start, steps, time_budget, progress=progress)
     info = {"start": start_method, **info}
     if ref_features is not None and np.isfinite(ref_features.loudness_lufs):
+        start = ParamSpace(sample_rate).validate(start, clip=True)
         windows = select_windows(np.asarray(x, dtype=np.float32), sample_rate, MAX_TOTAL_S)
-        before = report_distance(windows, sample_rate, ParamSpace(sample_rate).validate(start, clip=True),
-                                 ref_features)
+        before = report_distance(windows, sample_rate, start, ref_features)
         after = report_distance(windows, sample_rate, params, ref_features)
         kept = "refined" if after["total"] <= before["total"] else "start"
         info["check"] = {"measure": "report style distance (spectral_db + loudness_lu + dynamics_db)",
                          "start": before, "refined": after, "kept": kept}
         if kept == "start":
-            params = ParamSpace(sample_rate).validate(start, clip=True)
+            params = start
     return params, info
