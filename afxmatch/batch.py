@@ -592,9 +592,11 @@ def run_job(job: Job, options: BatchOptions) -> FileResult:
     try:
         ref = cached_reference(job.reference)
         cause = "other"
-        report = match_file(job.input, job.reference, job.output, options.match_options(job.overwrite),
-                            reference=ref)
-        _record_settings(report, job)
+        match = options.match_options(job.overwrite)
+        if job.fingerprint is not None:   # what the next --resume compares, in the report itself
+            match.report_extra = {REPORT_BLOCK: {"settings_fingerprint": job.fingerprint,
+                                                 "settings": job.settings}}
+        report = match_file(job.input, job.reference, job.output, match, reference=ref)
     except AfxmatchError as err:
         if isinstance(err, AudioFileError) and cause == "other":
             cause = "input"   # match_file reads only the input: the reference came from the cache
@@ -612,23 +614,6 @@ def run_job(job: Job, options: BatchOptions) -> FileResult:
                    loudness_after_lufs=report["output"]["integrated_lufs"],
                    reference_lufs=report["reference"]["integrated_lufs"],
                    seconds=time.perf_counter() - t)
-
-
-def _record_settings(report: dict, job: Job) -> None:
-    """Rewrite the report ``match_file`` wrote with the job's settings and fingerprint
-    added (the ``batch`` block), which the next ``resume`` compares. Until this is done
-    the output counts as made without a settings record: ``resume`` redoes it."""
-    from .report import dump_report
-
-    if job.fingerprint is None:
-        return
-    path = Path(report["report_path"])
-    stored = {k: v for k, v in report.items() if k not in ("report_path", "extra_files")}
-    stored[REPORT_BLOCK] = {"settings_fingerprint": job.fingerprint, "settings": job.settings}
-    try:
-        audio.atomic_write_text(path, dump_report(stored))
-    except OSError as err:
-        raise OutputError(f"cannot write report {path}: {err.strerror}") from None
 
 
 def _remove_partial(job: Job, before) -> None:

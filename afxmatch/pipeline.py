@@ -47,6 +47,8 @@ class MatchOptions:
     true_peak: float | None = None    # dBTP ceiling of the finish's limiter (afxmatch.finish)
     steps: int | None = None          # search limit of the searching methods (blackbox: evaluations)
     time_budget: float | None = None  # their time limit in seconds; None: the method's default
+    # blocks added to the report as it is written (batch records each file's settings here)
+    report_extra: dict | None = None
 
     def check(self) -> None:
         from .finish import check_options
@@ -321,6 +323,7 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
     from .report import build_report, dump_report
 
     report = build_report(inp, ref, out_path, subtype, result, options.method, options.backend, timings)
+    report.update(options.report_extra or {})
     try:
         audio.atomic_write_text(report_path, dump_report(report))
     except OSError as err:
