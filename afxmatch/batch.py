@@ -19,7 +19,7 @@ workers and leaves no partial output: the writer is atomic, an audio file whose 
 was not written is removed, and stray temporary files are swept.
 
 Each file's settings (:func:`job_settings`: reference, input, the options that change the
-output, the model's sha256, format) go into its report's ``batch`` block; ``resume`` keeps
+output, the model's sha256, the VST3 plugin files, format) go into its report's ``batch`` block; ``resume`` keeps
 an output only when they are unchanged, and replaces only outputs that afxmatch wrote.
 """
 
@@ -352,11 +352,15 @@ def common_settings(options: BatchOptions) -> dict:
     def num(v):
         return None if v is None else float(v)
 
-    return {"method": match.method, "backend": match.backend,
-            "model": _model_identity(options.model_path) if match.method in ("model", "optimise") else None,
-            "amount": num(options.amount), "loudness": num(options.loudness),
-            "true_peak": num(options.true_peak),
-            "subtype": (options.subtype or audio.DEFAULT_SUBTYPE).upper()}
+    settings = {"method": match.method, "backend": match.backend,
+                "model": _model_identity(options.model_path) if match.method in ("model", "optimise") else None,
+                "amount": num(options.amount), "loudness": num(options.loudness),
+                "true_peak": num(options.true_peak),
+                "subtype": (options.subtype or audio.DEFAULT_SUBTYPE).upper()}
+    if match.backend == "vst3":   # the plugins render (and, for blackbox, are searched): which files
+        from .render.vst3_backend import plugin_identity
+        settings["plugins"] = plugin_identity()
+    return settings
 
 
 def job_settings(common: dict, job: Job) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -253,3 +254,32 @@ def test_cli_says_why_a_file_is_redone(folder):
     assert len(lines) == 3 and all("(settings changed: amount 1.0 -> 0.8)" in ln for ln in lines)
     row = [ln for ln in proc.stderr.splitlines() if "of which redone" in ln]
     assert len(row) == 1 and re.search(r"\b3\b", row[0].split("out of date")[1]), proc.stderr
+
+
+def test_vst3_settings_name_the_plugin_files(tmp_path, monkeypatch):
+    """With --backend vst3 the settings carry each plugin bundle's files (path, size,
+    mtime), so a plugin updated in place changes the fingerprint; other backends do not
+    look for plugins at all."""
+    from afxmatch.render import vst3_backend
+
+    plugins = tmp_path / "vst3"
+    for name in (vst3_backend.EQ_PLUGIN, vst3_backend.COMP_MONO, vst3_backend.COMP_STEREO):
+        lib = plugins / f"{name}.vst3" / "Contents" / "x86_64-linux" / f"{name}.so"
+        lib.parent.mkdir(parents=True)
+        lib.write_bytes(b"\0" * 100)
+    monkeypatch.setenv(vst3_backend.ENV_VAR, str(plugins))
+    monkeypatch.setattr(vst3_backend, "STANDARD_DIRS", ())   # only the fake folder
+
+    before = batch.common_settings(BatchOptions(method="analysis", backend="vst3"))
+    eq = before["plugins"][vst3_backend.EQ_PLUGIN]
+    assert eq["path"] == str((plugins / "ZamEQ2.vst3").resolve())
+    assert [f[:2] for f in eq["files"]] == [["Contents/x86_64-linux/ZamEQ2.so", 100]]
+    assert "plugins" not in batch.common_settings(BatchOptions(method="analysis"))
+
+    (plugins / "ZamEQ2.vst3" / "Contents" / "x86_64-linux" / "ZamEQ2.so").write_bytes(b"\0" * 101)
+    after = batch.common_settings(BatchOptions(method="analysis", backend="vst3"))
+    assert after["plugins"][vst3_backend.EQ_PLUGIN]["files"][0][1] == 101
+    assert batch.settings_fingerprint(after) != batch.settings_fingerprint(before)
+
+    shutil.rmtree(plugins / "ZamCompX2.vst3")
+    assert batch.common_settings(BatchOptions(method="analysis", backend="vst3"))["plugins"]["ZamCompX2"] is None

@@ -88,6 +88,24 @@ def find_plugin(name: str) -> Path:
                       "to the folder that holds it")
 
 
+def plugin_identity(names=(EQ_PLUGIN, COMP_MONO, COMP_STEREO)) -> dict:
+    """Which plugin files a render would load, for ``batch --resume``: per name the
+    bundle's resolved path and each file in it as ``[relative path, size, mtime_ns]``
+    (None where the plugin is not found). An updated, replaced or moved plugin changes it."""
+    out: dict = {}
+    for name in names:
+        try:
+            bundle = find_plugin(name).resolve()
+        except PluginError:
+            out[name] = None
+            continue
+        files = [bundle] if bundle.is_file() else sorted(f for f in bundle.rglob("*") if f.is_file())
+        out[name] = {"path": str(bundle),
+                     "files": [[f.relative_to(bundle).as_posix() if f != bundle else "", st.st_size,
+                                st.st_mtime_ns] for f in files for st in (f.stat(),)]}
+    return out
+
+
 def available(names=(EQ_PLUGIN, COMP_MONO, COMP_STEREO)) -> bool:
     try:
         for n in names:
