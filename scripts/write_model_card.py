@@ -12,6 +12,12 @@ import argparse
 import json
 from pathlib import Path
 
+LOSS_TERMS = {  # config.json's training.loss.terms (absent in configs written before session 6: sc+log)
+    "lin+log": "L1 linear + L1 natural-log magnitude (the MR-STFT that DeepAFx-ST and "
+               "benchmarks/quality.py measure)",
+    "sc+log": "spectral convergence + L1 log magnitude",
+}
+
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,7 +83,7 @@ The corruptions and styles are made with scipy/pedalboard code in
 is the analysis estimate (one fit start).
 
 - Loss: multi-resolution STFT, FFT sizes {tr['loss']['fft_sizes']}, hop
-  {tr['loss']['hop_fraction']}, spectral convergence + L1 log magnitude. It is computed
+  {tr['loss']['hop_fraction']}, {LOSS_TERMS[tr['loss'].get('terms', 'sc+log')]}. It is computed
   on the chain's output after an RMS match to the reference, the stand-in for the
   pipeline's loudness match.
 - Optimiser: Adam, lr {tr['lr']}, warm-up {tr['warmup']} + cosine, batch

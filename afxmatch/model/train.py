@@ -151,7 +151,7 @@ def train(data_dir, out_dir, steps: int = 2000, batch_size: int = 8, length: int
           n_valid: int = 32, valid_every: Optional[int] = None, channels: Optional[int] = 1,
           clip_norm: float = 1.0, warmup: int = 50, threads: Optional[int] = 2,
           train_pairs: Optional[Iterable[dict]] = None, valid_pairs: Optional[list[dict]] = None,
-          fft_sizes: Optional[tuple] = None, bank_dir=None) -> dict:
+          fft_sizes: Optional[tuple] = None, bank_dir=None, loss_terms: str = "sc+log") -> dict:
     """Train and write ``model.pt``, ``config.json``, ``model.sha256`` (best on validation)
     plus ``checkpoint.pt`` and ``log.jsonl`` into ``out_dir``; returns the final config.
 
@@ -169,7 +169,7 @@ def train(data_dir, out_dir, steps: int = 2000, batch_size: int = 8, length: int
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     space = ParamSpace(SAMPLE_RATE)
-    loss_fn = MRSTFTLoss(fft_sizes) if fft_sizes else MRSTFTLoss()
+    loss_fn = MRSTFTLoss(fft_sizes, terms=loss_terms)
     valid_every = valid_every or ckpt_every
 
     if bank_dir is not None:
@@ -295,8 +295,7 @@ def train(data_dir, out_dir, steps: int = 2000, batch_size: int = 8, length: int
         param_names=list(space.names), train_length=length,
         training=dict(steps=step, steps_planned=steps, batch_size=batch_size, length=length, lr=lr, seed=seed,
                       channels=channels, clip_norm=clip_norm, warmup=warmup, optimizer="Adam",
-                      schedule="warmup+cosine", loss=dict(type="mrstft", fft_sizes=list(loss_fn.fft_sizes),
-                                                          hop_fraction=loss_fn.hop_fraction),
+                      schedule="warmup+cosine", loss=loss_fn.config(),
                       stopped=stopped, wall_time_s=round(elapsed, 1),
                       mean_step_s=round(float(np.mean(step_times)), 3) if step_times else None),
         data=data_summary,
