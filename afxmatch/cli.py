@@ -204,6 +204,8 @@ def _print_summary(console, report: dict) -> None:
         console.print(f"finish: {fin['output_lufs']} LUFS (target {fin['target_lufs']}), true peak "
                       f"{fin['output_true_peak_dbtp']} dBTP (ceiling {fin['ceiling_dbtp']}), limiter "
                       f"max {fin['limiter']['max_gain_reduction_db']:.1f} dB")
+        if not fin["target_reached"]:
+            console.print(f"[yellow]warning:[/] {fin['note']}")
     console.print(f"wrote {report['output']['path']} and {report['report_path']} "
                   f"in {report['timings_s']['total']:.2f} s")
     for extra in report.get("extra_files", []):

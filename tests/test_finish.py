@@ -17,9 +17,12 @@ from scipy.signal import resample_poly
 from afxmatch.amount import apply_amount, scaled_target_lufs
 from afxmatch.analysis import measure, style_distances
 from afxmatch.analysis.combine import FRAMES_PER_REFERENCE, combine_features
+from afxmatch.analysis.loudness import integrated_loudness
 from afxmatch.dsp.compressor import static_curve_db
+from afxmatch.dsp.limiter import TruePeakLimiter, limit
 from afxmatch.errors import InvalidParameterError
-from afxmatch.finish import DEFAULT_CEILING_DBTP, check_options, finish_spec
+from afxmatch.finish import (DEFAULT_CEILING_DBTP, FinishSpec, LoudnessModel, apply_finish, check_options,
+                            finish_spec)
 from afxmatch.params import ParamSpace
 from afxmatch.pipeline import MatchOptions, match_arrays, match_file
 
@@ -187,6 +190,48 @@ def test_loudness_and_true_peak_on_the_example_model(example_input, example_refe
     check_finish(res, sr)
 
 
+def test_loudness_model_predicts_the_limiter_and_aims_the_finish(example_input):
+    """The finish's loudness model against a real limiter pass measured with pyloudnorm,
+    from no limiting to ~10 dB of it; and the finish reaching loud targets in at most
+    two limiter passes (a secant on the passes alone took 3-6 on such targets)."""
+    x, sr = example_input
+    model = LoudnessModel(x, sr, TruePeakLimiter(sr, x.shape[0], -1.0))
+    base = integrated_loudness(x, sr)
+    for gain in (-6.0, 3.0, 9.0, 15.0):
+        y, lim = limit(x * np.float32(10 ** (gain / 20)), sr, -1.0)
+        assert model.lufs(gain) == pytest.approx(lufs(y, sr), abs=0.1), (gain, lim.max_reduction_db)
+    assert lim.max_reduction_db > 8.0
+    # below the ceiling only the gain acts: the model is then afxmatch's own meter, shifted
+    assert model.lufs(-6.0) == pytest.approx(base - 6.0, abs=1e-6)
+    for target in (-8.0, -10.0, -13.0):
+        out, gain, rep = apply_finish(x, sr, FinishSpec(target, -1.0, "--loudness", "--true-peak"), base)
+        assert len(rep["iterations"]) <= 2 and rep["target_reached"]
+        assert lufs(out, sr) == pytest.approx(target, abs=0.15)
+        assert scipy_true_peak_db(out) <= -1.0 + 0.05
+        np.testing.assert_array_equal(out, limit(x * np.float32(10 ** (gain / 20)), sr, -1.0)[0])
+
+
+class _Curve(LoudnessModel):
+    """A loudness model with a given loudness(gain) curve, to test the search alone."""
+
+    def __init__(self, curve):
+        self.curve = curve
+
+    def lufs(self, gain_db: float) -> float:
+        return self.curve(gain_db)
+
+
+def test_finish_gain_search_on_monotonic_and_non_monotonic_loudness():
+    # limiter-like: slope 1 below 0 dB of gain, then 0.2: the secant finds the root
+    knee = _Curve(lambda g: -20 + g if g < 0 else -20 + 0.2 * g)
+    assert knee.solve(-17.0, 0.0, (-60.0, 60.0)) == pytest.approx(15.0, abs=0.03)
+    # gated quiet passages lower the loudness past +10 dB of gain: -14 is out of reach,
+    # so the gain that comes closest (the maximum at +10), not the end of the range
+    hump = _Curve(lambda g: -15.0 - 0.05 * (g - 10.0) ** 2)
+    assert hump.solve(-14.0, 5.0, (-60.0, 60.0)) == pytest.approx(10.0, abs=0.25)
+    assert _Curve(lambda g: -30.0 + 0.1 * g).solve(0.0, 0.0, (-60.0, 60.0)) == 60.0
+
+
 @pytest.mark.slow
 def test_loudness_and_true_peak_on_the_example_analysis(example_input, example_reference, tmp_path):
     x, sr = example_input
@@ -236,3 +281,18 @@ def test_cli_finish_amount_and_repeated_ref(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "--true-peak" in bad.stderr
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_cli_says_when_the_loudness_target_is_out_of_reach(tmp_path):
+    """0 LUFS under a -1 dBTP ceiling cannot be reached: the output still holds the ceiling,
+    the report says target_reached false, and the command prints a warning."""
+    out = tmp_path / "loud.wav"
+    proc = subprocess.run([sys.executable, "-m", "afxmatch", str(EXAMPLE_INPUT), "--ref", str(EXAMPLE_REFERENCE),
+                           "-o", str(out), "--loudness", "0", "--true-peak", "-1", "--method", "analysis"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "out of reach" in " ".join((proc.stdout + proc.stderr).split())
+    fin = json.loads(out.with_suffix(".json").read_text())["finish"]
+    assert fin["target_reached"] is False and fin["output_lufs"] < -3.0
+    y, sr = sf.read(out, dtype="float64", always_2d=True)
+    assert scipy_true_peak_db(y.T) <= -1.0

@@ -164,3 +164,26 @@ def test_limiter_rejects_bad_settings():
     lim.flush()
     with pytest.raises(RuntimeError):
         lim.process(np.zeros((1, 10), np.float32))
+
+
+def test_coarse_gain_model_at_one_sample_resolution_is_the_limiter_itself():
+    """With chunks of one sample, ``coarse_gain_db`` follows the same steps as the
+    limiter (hold, attack average, release), so it must give the gain the limiter
+    applied, read back as output / input."""
+    rng = np.random.default_rng(3)
+    x = (0.3 * rng.standard_normal((2, SR // 2)) * np.exp(-np.arange(SR // 2) / 4000)[None]).astype(np.float32)
+    x[:, 9000] += 0.9                      # a peak after the decay: the release starts from it
+    gain_db = 9.0
+    lim = TruePeakLimiter(SR, 2, -1.0)
+    y = np.concatenate([lim.process(x * np.float32(10 ** (gain_db / 20))), lim.flush()], axis=1)
+    with np.errstate(divide="ignore"):
+        peak_db = 20 * np.log10(truepeak.interval_peaks(x).astype(np.float64))
+    model = TruePeakLimiter(SR, 2, -1.0).coarse_gain_db(peak_db, 1, gain_db)
+    ok = np.abs(x[0]) > 1e-3
+    applied = 20 * np.log10(np.abs(y[0, ok]) / np.abs(x[0, ok] * np.float32(10 ** (gain_db / 20))))
+    assert lim.max_reduction_db > 6.0
+    np.testing.assert_allclose(model[ok], applied, atol=2e-3)
+    # coarser chunks: never shallower than the deepest reduction the limiter reached
+    coarse = TruePeakLimiter(SR, 2, -1.0).coarse_gain_db(
+        np.pad(peak_db, (0, -len(peak_db) % 30), constant_values=-np.inf).reshape(-1, 30).max(1), 30, gain_db)
+    assert coarse.min() <= -lim.max_reduction_db + 1e-6

@@ -184,17 +184,44 @@ class TruePeakLimiter:
         return y
 
     def _release(self, s: np.ndarray) -> np.ndarray:
-        """``g[i] = min(s[i], a * g[i - 1])`` (``g[-1]`` the carried state), vectorised:
-        ``|g[i]| = max_k |s[k]| a^(i - k)``, a running maximum in the log domain."""
-        k = np.arange(-1, len(s))
-        mags = np.concatenate([[-self._gain_db], -s])
-        with np.errstate(divide="ignore"):
-            logs = np.log(mags) - k * self.log_release
-        running = np.maximum.accumulate(logs)
-        g = -np.exp(running[1:] + k[1:] * self.log_release)
-        g = np.minimum(g, s)
+        g = _release(s, self._gain_db, self.log_release)
         self._gain_db = float(g[-1]) if len(g) else self._gain_db
         return g
+
+    def coarse_gain_db(self, chunk_peak_db: np.ndarray, chunk: int, gain_db: float) -> np.ndarray:
+        """A fast model of this limiter's gain (dB, <= 0), one value per chunk of ``chunk``
+        samples, for the input scaled by ``gain_db``; ``chunk_peak_db`` is each chunk's
+        largest interval true peak (dB, before the gain).
+
+        The same steps as the limiter at chunk resolution: each chunk needs the gain its
+        deepest peak asks for, held over the chunks the hold window touches, averaged over
+        the attack's chunks, released by ``a ** chunk`` per chunk. Around a peak the
+        reduction can come a chunk early, so the model is slightly deeper than the
+        limiter; it serves to search the finish gain (:mod:`afxmatch.finish`) without
+        running the limiter at every step, not to make output.
+        """
+        need = np.minimum(0.0, self.threshold_db - (np.asarray(chunk_peak_db, np.float64) + gain_db))
+        back = -(-SPREAD // chunk)                                   # chunks behind a sample
+        ahead = -(-(self.attack - 1 + SPREAD) // chunk)              # chunks ahead of it
+        width = max(1, int(round(self.attack / chunk)))               # chunks the attack averages
+        # held from chunk -(width - 1) on: the first averages already see the peaks ahead
+        held = _moving_min(np.concatenate([np.zeros(back + width - 1), need, np.zeros(ahead)]),
+                           back + ahead + 1)
+        smooth = np.minimum(_moving_mean(held, width), 0.0)
+        return _release(smooth, 0.0, self.log_release * chunk)
+
+
+def _release(s: np.ndarray, start_db: float, log_decay: float) -> np.ndarray:
+    """``g[i] = min(s[i], a * g[i - 1])`` with ``g[-1] = start_db`` and ``ln a = log_decay``
+    (gains in dB, <= 0), vectorised: ``|g[i]| = max_k |s[k]| a^(i - k)``, a running maximum
+    in the log domain."""
+    k = np.arange(-1, len(s))
+    mags = np.concatenate([[-start_db], -s])
+    with np.errstate(divide="ignore"):
+        logs = np.log(mags) - k * log_decay
+    running = np.maximum.accumulate(logs)
+    g = -np.exp(running[1:] + k[1:] * log_decay)
+    return np.minimum(g, s)
 
 
 def limit(x: np.ndarray, sample_rate: float, ceiling_db: float = -1.0,
