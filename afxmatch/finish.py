@@ -109,22 +109,40 @@ class LoudnessModel:
     Gain changes much slower than the K-weighting filter's response, so weighting the
     energies stands in for K-weighting the limited signal."""
 
-    def __init__(self, x: np.ndarray, sample_rate: float, limiter):
+    def __init__(self, chunk_peak_db: np.ndarray, energy: np.ndarray, chunk: int, sample_rate: float,
+                 limiter, offset_db: float = 0.0):
+        """From the measurements (see :meth:`of_signal`, :class:`LoudnessModelStream`):
+        each chunk's largest interval true peak (dB) and its K-weighted energy per channel
+        (chunks of whole 100 ms hops only), of a signal that the model then sees raised by
+        ``offset_db``."""
+        from .analysis.loudness import hop_length
+
+        self.sample_rate, self.limiter, self.chunk = sample_rate, limiter, int(chunk)
+        self.chunk_peak_db = np.asarray(chunk_peak_db, np.float64) + offset_db
+        self.per_hop = hop_length(sample_rate)[0] // self.chunk
+        self.n_hops = energy.shape[1] // self.per_hop
+        self.energy = energy[:, : self.n_hops * self.per_hop] * 10.0 ** (offset_db / 10.0)
+
+    @staticmethod
+    def chunk_for(sample_rate: float) -> int:
+        """Samples per model step: the largest divisor of the 100 ms hop up to MODEL_CHUNK_MAX."""
+        from .analysis.loudness import hop_length
+
+        hop = hop_length(sample_rate)[0]
+        return max(d for d in range(1, MODEL_CHUNK_MAX + 1) if hop % d == 0)
+
+    @classmethod
+    def of_signal(cls, x: np.ndarray, sample_rate: float, limiter) -> "LoudnessModel":
+        """The model of ``(channels, n)`` audio in memory."""
         from .analysis.loudness import hop_length, k_weight
         from .dsp.truepeak import interval_peaks
 
-        self.sample_rate, self.limiter = sample_rate, limiter
-        hop, _ = hop_length(sample_rate)
-        self.chunk = max(d for d in range(1, MODEL_CHUNK_MAX + 1) if hop % d == 0)
+        chunk = cls.chunk_for(sample_rate)
         channels, n = x.shape
-        chunks = -(-n // self.chunk)
-        peaks = np.zeros(chunks * self.chunk, np.float32)
-        peaks[:n] = interval_peaks(x)
-        with np.errstate(divide="ignore"):
-            self.chunk_peak_db = 20.0 * np.log10(peaks.reshape(chunks, self.chunk).max(axis=1).astype(np.float64))
-        self.n_hops, self.per_hop = n // hop, hop // self.chunk
-        y = k_weight(x[:, : self.n_hops * hop], sample_rate).reshape(channels, -1, self.chunk)
-        self.energy = np.einsum("cnk,cnk->cn", y, y, dtype=np.float64)   # (channels, chunks in whole hops)
+        whole = n // hop_length(sample_rate)[0] * hop_length(sample_rate)[0]
+        y = k_weight(x[:, :whole], sample_rate).reshape(channels, -1, chunk)
+        energy = np.einsum("cnk,cnk->cn", y, y, dtype=np.float64)
+        return cls(_db(_chunk_max(interval_peaks(x), chunk)), energy, chunk, sample_rate, limiter)
 
     def lufs(self, gain_db: float) -> float:
         from .analysis.loudness import loudness_from_hops
@@ -168,58 +186,99 @@ def _slope(history: list[tuple[float, float]]) -> float:
     return 1.0 if g1 == g0 else min(1.0, max(MIN_SLOPE, (l1 - l0) / (g1 - g0)))
 
 
-def apply_finish(rendered: np.ndarray, sample_rate: float, spec: FinishSpec, rendered_lufs: float,
-                 gain_range: tuple[float, float] = FINISH_GAIN_RANGE_DB) -> tuple[np.ndarray, float, dict]:
-    """Finish gain + limiter so ``rendered`` (the matched chain's output, ``(C, N)``
-    float32, integrated loudness ``rendered_lufs``) reaches ``spec``.
-    Returns ``(output, finish_gain_db, report)``.
+def _chunk_max(peaks: np.ndarray, chunk: int) -> np.ndarray:
+    """Largest of each ``chunk`` consecutive linear peaks (the last chunk may be short)."""
+    chunks = -(-len(peaks) // chunk)
+    padded = np.zeros(chunks * chunk, np.float32)
+    padded[: len(peaks)] = peaks
+    return padded.reshape(chunks, chunk).max(axis=1)
 
-    The output is exactly ``TruePeakLimiter(...)`` streamed over
-    ``rendered * np.float32(10 ** (finish_gain_db / 20))``, so a streamed render with the
-    same gain and limiter settings writes the same samples.
+
+def _db(linear: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return 20.0 * np.log10(np.asarray(linear, np.float64))
+
+
+class LoudnessModelStream:
+    """The measurements of :class:`LoudnessModel` taken block by block (bounded memory:
+    two numbers per ~0.7 ms, ~40 MB per channel-hour): feed ``(channels, n)`` blocks with
+    :meth:`add`, then :meth:`model`. K-weighting by the streamed IIR
+    (:class:`afxmatch.analysis.stream.KWeightedEnergies`), so the energies equal the
+    in-memory FFT filtering's up to float rounding."""
+
+    def __init__(self, sample_rate: float, channels: int, limiter):
+        from .analysis.stream import KWeightedEnergies
+        from .dsp.truepeak import IntervalPeakStream
+
+        self.sample_rate, self.limiter = sample_rate, limiter
+        self.chunk = LoudnessModel.chunk_for(sample_rate)
+        self.kw = KWeightedEnergies(sample_rate, channels, self.chunk)
+        self.peaks = IntervalPeakStream(channels)
+        self.rest = np.zeros(0, np.float32)       # peaks of a chunk not yet complete
+        self.maxima: list[np.ndarray] = []        # per complete chunk
+
+    def add(self, block: np.ndarray) -> None:
+        self.kw.add(block)
+        p = np.concatenate([self.rest, self.peaks.add(block)])
+        whole = len(p) // self.chunk * self.chunk
+        self.maxima.append(p[:whole].reshape(-1, self.chunk).max(axis=1))
+        self.rest = p[whole:]
+
+    def model(self, offset_db: float = 0.0) -> LoudnessModel:
+        """The model of everything fed, raised by ``offset_db``."""
+        last = _chunk_max(np.concatenate([self.rest, self.peaks.flush()]), self.chunk)
+        return LoudnessModel(_db(np.concatenate(self.maxima + [last])), self.kw.energies(), self.chunk,
+                             self.sample_rate, self.limiter, offset_db)
+
+
+def search_finish(spec: FinishSpec, rendered_lufs: float, rendered_peak_db: float, run_pass, make_model,
+                  threshold_db: float, gain_range: tuple[float, float] = FINISH_GAIN_RANGE_DB):
+    """The finish gain search, wherever the audio is (in memory or streamed from a file).
+
+    ``run_pass(gain_db) -> (lufs, limiter, result)`` makes one real limiter pass at that
+    finish gain; ``make_model()`` gives the :class:`LoudnessModel` of the signal before
+    the finish gain (called at most once, when first needed); ``rendered_lufs`` and
+    ``rendered_peak_db`` are that signal's loudness and sample peak; ``threshold_db`` the
+    limiter's. Returns ``(gain_db, history, lufs, limiter, result)`` of the last pass,
+    ``history`` its ``(gain, loudness)`` per pass (empty for silence).
     """
-    from .analysis.loudness import integrated_loudness
-    from .dsp.limiter import TruePeakLimiter, limit
-    from .dsp.truepeak import true_peak_db
-
     lo, hi = gain_range
     target = spec.target_lufs
     if not math.isfinite(rendered_lufs):   # silent (all gated): nothing to aim with
-        gain = 0.0
-        out, lim = limit(rendered, sample_rate, spec.ceiling_dbtp)
-        loud, history = integrated_loudness(out, sample_rate), []
-    else:
-        gain = float(np.clip(target - rendered_lufs, lo, hi))
-        history = []           # (gain, measured loudness) of each limiter pass
-        model = None
-        settings = TruePeakLimiter(sample_rate, rendered.shape[0], spec.ceiling_dbtp)
-        peak = float(np.max(np.abs(rendered))) if rendered.size else 0.0
-        if peak > 0 and 20 * math.log10(peak) + gain > settings.threshold_db:
-            # sample peaks over the limiter's threshold: it will act, so aim with the model
-            model = LoudnessModel(rendered, sample_rate, settings)
-            gain = model.solve(target, gain, gain_range)
-        while True:
-            out, lim = limit(rendered * np.float32(10 ** (gain / 20)), sample_rate, spec.ceiling_dbtp)
-            loud = integrated_loudness(out, sample_rate)
-            history.append((gain, loud))
-            err = target - loud
-            if not math.isfinite(loud) or abs(err) <= TOLERANCE_LU or len(history) >= MAX_ITERATIONS:
-                break
-            if lim.max_reduction_db == 0.0:   # the limiter did nothing: loudness follows the gain
-                new = float(np.clip(gain + err, lo, hi))
-            else:   # aim with the model, offset by what it missed at this pass
-                model = model or LoudnessModel(rendered, sample_rate, settings)
-                new = model.solve(target - (loud - model.lufs(gain)), gain + err / _slope(history), gain_range)
-            if new == gain:    # at the end of the gain range: the target is out of reach
-                break
-            gain = new
-    peak = true_peak_db(out)
+        loud, lim, result = run_pass(0.0)
+        return 0.0, [], loud, lim, result
+    gain = float(np.clip(target - rendered_lufs, lo, hi))
+    history, model = [], None
+    if rendered_peak_db + gain > threshold_db:
+        # sample peaks over the limiter's threshold: it will act, so aim with the model
+        model = make_model()
+        gain = model.solve(target, gain, gain_range)
+    while True:
+        loud, lim, result = run_pass(gain)
+        history.append((gain, loud))
+        err = target - loud
+        if not math.isfinite(loud) or abs(err) <= TOLERANCE_LU or len(history) >= MAX_ITERATIONS:
+            break
+        if lim.max_reduction_db == 0.0:   # the limiter did nothing: loudness follows the gain
+            new = float(np.clip(gain + err, lo, hi))
+        else:   # aim with the model, offset by what it missed at this pass
+            model = model or make_model()
+            new = model.solve(target - (loud - model.lufs(gain)), gain + err / _slope(history), gain_range)
+        if new == gain:    # at the end of the gain range: the target is out of reach
+            break
+        gain = new
+    return gain, history, loud, lim, result
+
+
+def finish_report(spec: FinishSpec, gain: float, history: list, loud: float, peak_db: float, lim) -> dict:
+    """The report's ``finish`` block."""
+    target = spec.target_lufs
     reached = math.isfinite(loud) and abs(target - loud) <= 0.5
     report = {
         "target_lufs": round(target, 3), "target_source": spec.target_source,
         "ceiling_dbtp": spec.ceiling_dbtp, "ceiling_source": spec.ceiling_source,
         "output_lufs": round(loud, 3) if math.isfinite(loud) else None,
-        "output_true_peak_dbtp": round(peak, 3) if math.isfinite(peak) else None,
+        "output_true_peak_dbtp": round(peak_db, 3) if math.isfinite(peak_db) else None,
         "target_reached": reached,
         "gain_db": round(gain, 4),   # the finish's own gain, after the chain, before the limiter
         "iterations": [{"gain_db": round(g, 4), "lufs": round(v, 3) if math.isfinite(v) else None}
@@ -235,7 +294,34 @@ def apply_finish(rendered: np.ndarray, sample_rate: float, spec: FinishSpec, ren
         report["note"] = ("target loudness out of reach under this ceiling: the finish gain that "
                           "comes closest was used" if math.isfinite(loud) else
                           "the output is silent: no loudness to aim at")
-    return out, gain, report
+    return report
+
+
+def apply_finish(rendered: np.ndarray, sample_rate: float, spec: FinishSpec, rendered_lufs: float,
+                 gain_range: tuple[float, float] = FINISH_GAIN_RANGE_DB) -> tuple[np.ndarray, float, dict]:
+    """Finish gain + limiter so ``rendered`` (the matched chain's output, ``(C, N)``
+    float32, integrated loudness ``rendered_lufs``) reaches ``spec``.
+    Returns ``(output, finish_gain_db, report)``.
+
+    The output is exactly ``TruePeakLimiter(...)`` streamed over
+    ``rendered * np.float32(10 ** (finish_gain_db / 20))``, so a streamed render with the
+    same gain and limiter settings writes the same samples.
+    """
+    from .analysis.loudness import integrated_loudness
+    from .dsp.limiter import TruePeakLimiter, limit
+    from .dsp.truepeak import true_peak_db
+
+    settings = TruePeakLimiter(sample_rate, rendered.shape[0], spec.ceiling_dbtp)
+
+    def run_pass(gain_db: float):
+        out, lim = limit(rendered * np.float32(10 ** (gain_db / 20)), sample_rate, spec.ceiling_dbtp)
+        return integrated_loudness(out, sample_rate), lim, out
+
+    peak = float(np.max(np.abs(rendered))) if rendered.size else 0.0
+    gain, history, loud, lim, out = search_finish(
+        spec, rendered_lufs, 20 * math.log10(peak) if peak > 0 else -math.inf, run_pass,
+        lambda: LoudnessModel.of_signal(rendered, sample_rate, settings), settings.threshold_db, gain_range)
+    return out, gain, finish_report(spec, gain, history, loud, true_peak_db(out), lim)
 
 
 def safety_for_finish(spec: FinishSpec, wanted_gain_db: float) -> dict:

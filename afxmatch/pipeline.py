@@ -271,9 +271,8 @@ def match_file(input_path, reference_path, output_path, options: MatchOptions | 
     t = time.perf_counter()
     from .stream_pipeline import long_file_infos, match_streamed, streams
 
-    # several references, --amount and the finish (--loudness/--true-peak) run in memory
-    in_memory_only = many or options.amount != 1.0 or options.loudness is not None \
-        or options.true_peak is not None or not streams(options)
+    # several references and --amount run in memory
+    in_memory_only = many or options.amount != 1.0 or not streams(options)
     infos = None if in_memory_only else \
         long_file_infos(input_path, ref_paths[0], reference, options.stream_above_s)
     if infos is not None:   # a long input or reference: streamed, in bounded memory

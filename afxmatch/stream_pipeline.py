@@ -17,11 +17,15 @@ few blocks of audio are held at a time:
    parameters, as in memory.
 3. Render pass 1, with ``out_gain_db = 0``, through
    :class:`~afxmatch.render.stream.StreamRenderer`, measured on the fly (nothing stored);
-   then :func:`afxmatch.pipeline.output_gain`.
+   then :func:`afxmatch.pipeline.output_gain`. With a mastering finish (``--loudness`` /
+   ``--true-peak``) this pass also feeds :class:`afxmatch.finish.LoudnessModelStream`.
 4. Render pass 2, the gain applied block by block, then an optional block post-processor
    (``finish``: anything with ``process(block) -> block`` and ``flush() -> block``, e.g. a
    streaming limiter), written by ``audio.save_blocks``: a temporary file in the output's
-   folder, renamed into place only when complete (removed on any error or Ctrl-C).
+   folder, renamed into place only when complete (removed on any error or Ctrl-C). With
+   a mastering finish, each limiter pass of :func:`afxmatch.finish.search_finish` is such
+   a pass (finish gain + :class:`~afxmatch.dsp.limiter.TruePeakLimiter`), measured while
+   it is written; usually the first is within the tolerance and is kept.
 
 Each pass costs one decode of the input (three in all, plus the windows), so this is
 slower than the in-memory path on files that fit; that is why it is used only above the
@@ -259,25 +263,108 @@ def match_streamed(infos, out_path, fmt: str, subtype: str, options,
     t = time.perf_counter()
     say("rendering")
     from .analysis.stream import FeatureAccumulator
+    from .finish import finish_spec
 
+    spec = finish_spec(options.loudness, options.true_peak, f_ref.loudness_lufs)
     acc = FeatureAccumulator(sr, src.channels, src.n)
+    model_taps = _FinishModelTap(sr, src.channels, spec.ceiling_dbtp) if spec is not None else None
     for y in _render_blocks(src, params, options.backend):
         acc.add(y)
+        if model_taps is not None:
+            model_taps.add(y)
     f_rendered = acc.result()
     timings["render"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, f_ref.loudness_lufs, sr,
-                               f_rendered.loudness_hops)
-    params["out_gain_db"] = gain
-    f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
-    timings["measure_output"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    say("writing")
-    audio.save_blocks(out_path, _render_blocks(src, params, options.backend, gain, finish),
-                      sr, src.channels, fmt, subtype)
+    finish_info = None
+    if spec is None:
+        gain, safety = output_gain(f_rendered.loudness_lufs, f_rendered.peak_db, f_ref.loudness_lufs, sr,
+                                   f_rendered.loudness_hops)
+        params["out_gain_db"] = gain
+        f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
+        timings["measure_output"] = time.perf_counter() - t
+        t = time.perf_counter()
+        say("writing")
+        audio.save_blocks(out_path, _render_blocks(src, params, options.backend, gain, finish),
+                          sr, src.channels, fmt, subtype)
+    else:   # as match_arrays: the matched gain without a peak cut, then the finish, pass by pass
+        timings["measure_output"] = time.perf_counter() - t
+        t = time.perf_counter()
+        say("writing (finish: loudness, true peak)")
+        gain, safety, f_out, finish_info = _write_finished(src, params, options.backend, f_rendered,
+                                                           f_ref.loudness_lufs, spec, model_taps,
+                                                           out_path, fmt, subtype)
     timings["write"] = time.perf_counter() - t
     result = MatchResult(None, params, safety, {"input": f_in, "reference": f_ref, "output": f_out},
-                         {}, model_info)
+                         {}, model_info, finish=finish_info)
     return src.facts, ref.facts, result, timings
+
+
+class _FinishModelTap:
+    """The finish's loudness model, measured on the render pass (before any gain)."""
+
+    def __init__(self, sample_rate: float, channels: int, ceiling_dbtp: float):
+        from .dsp.limiter import TruePeakLimiter
+        from .finish import LoudnessModelStream
+
+        self.limiter = TruePeakLimiter(sample_rate, channels, ceiling_dbtp)   # its settings only
+        self.stream = LoudnessModelStream(sample_rate, channels, self.limiter)
+
+    def add(self, block: np.ndarray) -> None:
+        self.stream.add(block)
+
+
+class _FinishStage:
+    """The finish after the chain's gain: the finish gain (a float32 multiply, as
+    ``apply_finish`` does it) and a true-peak limiter, streamed."""
+
+    def __init__(self, sample_rate: float, channels: int, ceiling_dbtp: float, gain_db: float):
+        from .dsp.limiter import TruePeakLimiter
+
+        self.g = np.float32(10 ** (gain_db / 20))
+        self.limiter = TruePeakLimiter(sample_rate, channels, ceiling_dbtp)
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        return self.limiter.process(block * self.g)
+
+    def flush(self) -> np.ndarray:
+        return self.limiter.flush()
+
+
+def _write_finished(src: _Source, params: dict, backend: str, f_rendered, ref_lufs: float, spec,
+                    model_tap: _FinishModelTap, out_path, fmt: str, subtype: str):
+    """Write the finished output: each limiter pass of the finish search renders, limits,
+    measures and writes the file (atomically; a later pass replaces it), so the usual one
+    pass is also the write. Returns ``(chain gain, safety, output features, finish report)``."""
+    from .analysis.stream import FeatureAccumulator
+    from .dsp.truepeak import IntervalPeakStream
+    from .finish import finish_report, safety_for_finish, search_finish
+
+    sr, channels = src.sample_rate, src.channels
+    wanted = ref_lufs - f_rendered.loudness_lufs
+    g_spec = ParamSpace(sr)["out_gain_db"]
+    gain = float(np.clip(wanted, g_spec.min, g_spec.max)) if np.isfinite(wanted) else 0.0
+    params["out_gain_db"] = gain
+
+    def run_pass(finish_gain: float):
+        stage = _FinishStage(sr, channels, spec.ceiling_dbtp, finish_gain)
+        acc, peaks, top = FeatureAccumulator(sr, channels, src.n), IntervalPeakStream(channels), [0.0]
+
+        def measured(blocks):
+            for y in blocks:
+                acc.add(y)
+                top[0] = max(top[0], float(peaks.add(y).max(initial=0.0)))
+                yield y
+            top[0] = max(top[0], float(peaks.flush().max(initial=0.0)))
+
+        audio.save_blocks(out_path, measured(_render_blocks(src, params, backend, gain, stage)),
+                          sr, channels, fmt, subtype)
+        f_out = acc.result()
+        peak_db = 20 * np.log10(top[0]) if top[0] > 0 else float("-inf")
+        return f_out.loudness_lufs, stage.limiter, (f_out, peak_db)
+
+    finish_gain, history, loud, lim, (f_out, peak_db) = search_finish(
+        spec, f_rendered.loudness_lufs + gain, f_rendered.peak_db + gain, run_pass,
+        lambda: model_tap.stream.model(gain), model_tap.limiter.threshold_db)
+    report = finish_report(spec, finish_gain, history, loud, float(peak_db), lim)
+    return gain, safety_for_finish(spec, wanted), f_out, report

@@ -195,7 +195,7 @@ def test_loudness_model_predicts_the_limiter_and_aims_the_finish(example_input):
     from no limiting to ~10 dB of it; and the finish reaching loud targets in at most
     two limiter passes (a secant on the passes alone took 3-6 on such targets)."""
     x, sr = example_input
-    model = LoudnessModel(x, sr, TruePeakLimiter(sr, x.shape[0], -1.0))
+    model = LoudnessModel.of_signal(x, sr, TruePeakLimiter(sr, x.shape[0], -1.0))
     base = integrated_loudness(x, sr)
     for gain in (-6.0, 3.0, 9.0, 15.0):
         y, lim = limit(x * np.float32(10 ** (gain / 20)), sr, -1.0)
@@ -209,6 +209,23 @@ def test_loudness_model_predicts_the_limiter_and_aims_the_finish(example_input):
         assert lufs(out, sr) == pytest.approx(target, abs=0.15)
         assert scipy_true_peak_db(out) <= -1.0 + 0.05
         np.testing.assert_array_equal(out, limit(x * np.float32(10 ** (gain / 20)), sr, -1.0)[0])
+
+
+def test_streamed_loudness_model_equals_the_in_memory_one(example_input):
+    """Measured block by block (IIR K-weighting, streamed true peaks) or on the whole array
+    (FFT K-weighting): the same model, also when raised by an offset."""
+    from afxmatch.finish import LoudnessModelStream
+
+    x, sr = example_input
+    settings = TruePeakLimiter(sr, x.shape[0], -1.0)
+    stream = LoudnessModelStream(sr, x.shape[0], settings)
+    for start in range(0, x.shape[1], 12345):
+        stream.add(x[:, start:start + 12345])
+    whole, streamed = LoudnessModel.of_signal(x, sr, settings), stream.model()
+    np.testing.assert_array_equal(streamed.chunk_peak_db, whole.chunk_peak_db)
+    for gain in (-6.0, 6.0, 12.0):
+        assert streamed.lufs(gain) == pytest.approx(whole.lufs(gain), abs=1e-3)
+        assert stream.model(3.0).lufs(gain) == pytest.approx(whole.lufs(gain + 3.0), abs=1e-3)
 
 
 class _Curve(LoudnessModel):

@@ -7,8 +7,10 @@ import json
 import os
 
 import numpy as np
+import pyloudnorm
 import pytest
 import soundfile as sf
+from scipy.signal import resample_poly
 
 from afxmatch import analysis, audio, stream_pipeline
 from afxmatch.analysis.stream import FeatureAccumulator
@@ -151,6 +153,27 @@ def test_streamed_match_equals_in_memory(files, tmp_path, monkeypatch, method, b
     assert np.max(np.abs(a - b)) < 1e-4
     assert_reports_equivalent(ra, rb)
     assert ra["output"]["integrated_lufs"] == pytest.approx(ra["reference"]["integrated_lufs"], abs=0.01)
+
+
+@pytest.mark.parametrize("finish", [dict(loudness=-14.0, true_peak=-1.0), dict(true_peak=-2.0)])
+def test_streamed_finish_equals_in_memory(files, tmp_path, monkeypatch, finish):
+    """--loudness / --true-peak on a long file: the finish search streams (model measured on
+    the render pass, each limiter pass written and measured block by block) and gives the
+    in-memory output and finish; checked with pyloudnorm and scipy's 4x resampler too."""
+    (a, ra), (b, rb) = run_both(files, tmp_path, monkeypatch, method="model", **finish)
+    assert np.max(np.abs(a - b)) < 1e-4
+    fa, fb = ra.pop("finish"), rb.pop("finish")
+    assert len(fa["iterations"]) == len(fb["iterations"]) and fa["target_reached"] and fb["target_reached"]
+    assert fb["gain_db"] == pytest.approx(fa["gain_db"], abs=1e-3)
+    assert fb["output_lufs"] == pytest.approx(fa["output_lufs"], abs=2e-3)
+    assert fb["output_true_peak_dbtp"] == pytest.approx(fa["output_true_peak_dbtp"], abs=2e-3)
+    assert fb["limiter"]["max_gain_reduction_db"] == pytest.approx(fa["limiter"]["max_gain_reduction_db"], abs=1e-3)
+    assert_reports_equivalent(ra, rb)
+    target = finish.get("loudness", ra["reference"]["integrated_lufs"])
+    lufs = pyloudnorm.Meter(SR).integrated_loudness(b.astype(np.float64))
+    assert lufs == pytest.approx(target, abs=0.5)
+    up = resample_poly(b.astype(np.float64), 4, 1, axis=0)
+    assert 20 * np.log10(np.abs(up).max()) <= finish["true_peak"]
 
 
 def test_streamed_with_reference_in_memory(files, tmp_path, monkeypatch):

@@ -187,3 +187,17 @@ def test_coarse_gain_model_at_one_sample_resolution_is_the_limiter_itself():
     coarse = TruePeakLimiter(SR, 2, -1.0).coarse_gain_db(
         np.pad(peak_db, (0, -len(peak_db) % 30), constant_values=-np.inf).reshape(-1, 30).max(1), 30, gain_db)
     assert coarse.min() <= -lim.max_reduction_db + 1e-6
+
+
+def test_interval_peak_stream_equals_the_whole_signal_for_any_split():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 20011)).astype(np.float32)
+    whole = truepeak.interval_peaks(x)
+    for sizes in ([20011], [1, 2, 3, 15, 16, 17, 9000], [7] * 3000):
+        stream, out, start = truepeak.IntervalPeakStream(2), [], 0
+        for n in sizes:
+            out.append(stream.add(x[:, start:start + n]))
+            start += n
+        out.append(stream.add(x[:, start:]))
+        out.append(stream.flush())
+        np.testing.assert_array_equal(np.concatenate(out), whole)

@@ -29,17 +29,19 @@ from . import loudness, spectrum
 from .features import FRAME_S, Features, frame_levels, gate_frames, sample_peak_db
 
 
-class _KWeightedHops:
-    """K-weighted 100 ms hop energies ``(channels, n_hops)``, block by block."""
+class KWeightedEnergies:
+    """K-weighted energies (sums of squares) of consecutive frames, ``(channels, n_frames)``,
+    block by block; the frames are BS.1770's 100 ms hops unless ``frame`` (samples) is
+    given. A trailing part frame is left out."""
 
-    def __init__(self, sample_rate: float, channels: int):
+    def __init__(self, sample_rate: float, channels: int, frame: int | None = None):
         from scipy.signal import sosfilt  # ~0.8 s to import: only on the streamed path
 
         self._sosfilt = sosfilt
         self.sr = float(sample_rate)
         self.sos = loudness.k_weighting_sos(sample_rate)
         self.zi = np.zeros((self.sos.shape[0], channels, 2))
-        self.hop, _ = loudness.hop_length(sample_rate)
+        self.hop = int(frame) if frame else loudness.hop_length(sample_rate)[0]
         self.rest = np.zeros((channels, 0))
         self.hops: list[np.ndarray] = []
 
@@ -110,7 +112,7 @@ class FeatureAccumulator:
         self.frame_rms: list[np.ndarray] = []
         self.frame_peak: list[np.ndarray] = []
         self.welch = _Welch(sample_rate, channels, n_samples)
-        self.kw = _KWeightedHops(sample_rate, channels)
+        self.kw = KWeightedEnergies(sample_rate, channels)
 
     def add(self, block: np.ndarray) -> None:
         """Feed the next ``(channels, n)`` block (float32)."""

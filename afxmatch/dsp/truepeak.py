@@ -107,6 +107,33 @@ def interval_peaks(x: np.ndarray, before: np.ndarray | None = None,
     return out
 
 
+class IntervalPeakStream:
+    """:func:`interval_peaks` of a signal fed in ``(channels, n)`` blocks of any size: each
+    call returns the peaks of the samples whose following context has arrived (all but the
+    last ``HALF_TAPS``), :meth:`flush` the rest (silence after the end). The concatenation
+    equals ``interval_peaks`` of the whole signal."""
+
+    def __init__(self, channels: int):
+        self.before = np.zeros((channels, HALF_TAPS - 1), np.float32)
+        self.buf = np.zeros((channels, 0), np.float32)
+
+    def add(self, block: np.ndarray) -> np.ndarray:
+        self.buf = np.concatenate([self.buf, np.asarray(block, dtype=np.float32)], axis=1)
+        m = self.buf.shape[1] - HALF_TAPS
+        if m <= 0:
+            return np.zeros(0, np.float32)
+        x = self.buf[:, :m]
+        peaks = interval_peaks(x, self.before, self.buf[:, m:])
+        self.before = np.concatenate([self.before, x], axis=1)[:, -(HALF_TAPS - 1):]
+        self.buf = self.buf[:, m:]
+        return peaks
+
+    def flush(self) -> np.ndarray:
+        if self.buf.shape[1] == 0:
+            return np.zeros(0, np.float32)
+        return interval_peaks(self.buf, self.before, None)
+
+
 def true_peak(x: np.ndarray) -> float:
     """Linear true peak of ``(channels, n)`` audio (silence around it), all channels."""
     x = np.asarray(x)
