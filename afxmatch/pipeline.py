@@ -127,6 +127,15 @@ def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: 
     return gain, safety
 
 
+def gain_before_finish(rendered_lufs: float, target_lufs: float, sample_rate: float) -> tuple[float, float]:
+    """``(gain_db, wanted_db)``: the output gain ahead of a finish, the loudness-matching
+    gain within the parameter's range but without the sample-peak cut (the finish's
+    limiter holds the peaks); 0 when the render is silent."""
+    wanted = target_lufs - rendered_lufs
+    spec = ParamSpace(sample_rate)["out_gain_db"]
+    return (float(np.clip(wanted, spec.min, spec.max)) if np.isfinite(wanted) else 0.0), wanted
+
+
 def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,
                  method: str = DEFAULT_METHOD, backend: str | None = None,
                  progress: Progress | None = None, model_path: str | None = None,
@@ -219,9 +228,7 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
         f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
     else:   # the matched gain without a peak cut, then the finish: its gain + a true-peak limiter
         say("finishing (loudness, true peak)")
-        wanted = matched_lufs - f_rendered.loudness_lufs
-        g_spec = ParamSpace(sample_rate)["out_gain_db"]
-        gain = float(np.clip(wanted, g_spec.min, g_spec.max)) if np.isfinite(wanted) else 0.0
+        gain, wanted = gain_before_finish(f_rendered.loudness_lufs, matched_lufs, sample_rate)
         params["out_gain_db"] = gain
         out, _, finish = apply_finish(rendered * np.float32(10 ** (gain / 20)), sample_rate, spec,
                                       f_rendered.loudness_lufs + gain)

@@ -41,7 +41,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from . import audio
-from .pipeline import MatchResult, Progress, load_default_model, output_gain
+from .pipeline import MatchResult, Progress, gain_before_finish, load_default_model, output_gain
 from .params import ParamSpace
 
 # Above this many channel-seconds (duration x channels) of input or reference, match_file
@@ -267,11 +267,16 @@ def match_streamed(infos, out_path, fmt: str, subtype: str, options,
 
     spec = finish_spec(options.loudness, options.true_peak, f_ref.loudness_lufs)
     acc = FeatureAccumulator(sr, src.channels, src.n)
-    model_taps = _FinishModelTap(sr, src.channels, spec.ceiling_dbtp) if spec is not None else None
+    model_tap = None   # with a finish: its loudness model, measured on this pass (before any gain)
+    if spec is not None:
+        from .dsp.limiter import TruePeakLimiter
+        from .finish import LoudnessModelStream
+
+        model_tap = LoudnessModelStream(sr, src.channels, TruePeakLimiter(sr, src.channels, spec.ceiling_dbtp))
     for y in _render_blocks(src, params, options.backend):
         acc.add(y)
-        if model_taps is not None:
-            model_taps.add(y)
+        if model_tap is not None:
+            model_tap.add(y)
     f_rendered = acc.result()
     timings["render"] = time.perf_counter() - t
 
@@ -292,26 +297,12 @@ def match_streamed(infos, out_path, fmt: str, subtype: str, options,
         t = time.perf_counter()
         say("writing (finish: loudness, true peak)")
         gain, safety, f_out, finish_info = _write_finished(src, params, options.backend, f_rendered,
-                                                           f_ref.loudness_lufs, spec, model_taps,
+                                                           f_ref.loudness_lufs, spec, model_tap,
                                                            out_path, fmt, subtype)
     timings["write"] = time.perf_counter() - t
     result = MatchResult(None, params, safety, {"input": f_in, "reference": f_ref, "output": f_out},
                          {}, model_info, finish=finish_info)
     return src.facts, ref.facts, result, timings
-
-
-class _FinishModelTap:
-    """The finish's loudness model, measured on the render pass (before any gain)."""
-
-    def __init__(self, sample_rate: float, channels: int, ceiling_dbtp: float):
-        from .dsp.limiter import TruePeakLimiter
-        from .finish import LoudnessModelStream
-
-        self.limiter = TruePeakLimiter(sample_rate, channels, ceiling_dbtp)   # its settings only
-        self.stream = LoudnessModelStream(sample_rate, channels, self.limiter)
-
-    def add(self, block: np.ndarray) -> None:
-        self.stream.add(block)
 
 
 class _FinishStage:
@@ -332,7 +323,7 @@ class _FinishStage:
 
 
 def _write_finished(src: _Source, params: dict, backend: str, f_rendered, ref_lufs: float, spec,
-                    model_tap: _FinishModelTap, out_path, fmt: str, subtype: str):
+                    model_tap, out_path, fmt: str, subtype: str):
     """Write the finished output: each limiter pass of the finish search renders, limits,
     measures and writes the file (atomically; a later pass replaces it), so the usual one
     pass is also the write. Returns ``(chain gain, safety, output features, finish report)``."""
@@ -341,9 +332,7 @@ def _write_finished(src: _Source, params: dict, backend: str, f_rendered, ref_lu
     from .finish import finish_report, safety_for_finish, search_finish
 
     sr, channels = src.sample_rate, src.channels
-    wanted = ref_lufs - f_rendered.loudness_lufs
-    g_spec = ParamSpace(sr)["out_gain_db"]
-    gain = float(np.clip(wanted, g_spec.min, g_spec.max)) if np.isfinite(wanted) else 0.0
+    gain, wanted = gain_before_finish(f_rendered.loudness_lufs, ref_lufs, sr)
     params["out_gain_db"] = gain
 
     def run_pass(finish_gain: float):
@@ -365,6 +354,6 @@ def _write_finished(src: _Source, params: dict, backend: str, f_rendered, ref_lu
 
     finish_gain, history, loud, lim, (f_out, peak_db) = search_finish(
         spec, f_rendered.loudness_lufs + gain, f_rendered.peak_db + gain, run_pass,
-        lambda: model_tap.stream.model(gain), model_tap.limiter.threshold_db)
+        lambda: model_tap.model(gain), model_tap.limiter.threshold_db)
     report = finish_report(spec, finish_gain, history, loud, float(peak_db), lim)
     return gain, safety_for_finish(spec, wanted), f_out, report
