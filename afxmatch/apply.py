@@ -19,6 +19,10 @@ a reference-derived target is stored to 0.001 LU: the output moves by thousandth
 Reports without a ``finish`` block (older versions, or no finish asked for) render the
 chain only, unless ``loudness`` / ``true_peak`` ask for a finish.
 
+Inputs longer than the match command's streaming threshold are rendered block by block
+(:func:`afxmatch.stream_pipeline.apply_streamed`: a measuring pass, then the write pass or
+the streamed finish), in bounded memory and with the in-memory result.
+
 A different sample rate changes the top of the frequency ranges: frequencies above the
 new rate's top are clipped into range and a warning says so. Without a finish, if the new
 file would peak above the pipeline's ceiling (-0.1 dBFS), the output gain is lowered and a
@@ -237,12 +241,16 @@ def render_finished(samples: np.ndarray, sample_rate: int, params: dict[str, flo
 
 def apply_file(settings: Settings, input_path, output_path, backend: str | None = None,
                subtype: str | None = None, force: bool = False, *, loudness: float | None = None,
-               true_peak: float | None = None, finish: bool = True) -> ApplyResult:
+               true_peak: float | None = None, finish: bool = True,
+               stream_above_s: float | None = None) -> ApplyResult:
     """Render ``settings`` onto ``input_path`` and write ``output_path`` atomically.
 
     The report's finish is applied unless ``finish`` is False; ``loudness`` (LUFS) and
     ``true_peak`` (dBTP) override its target and ceiling (or ask for a finish when the
-    report has none), with the match command's ranges.
+    report has none), with the match command's ranges. An input longer than
+    ``stream_above_s`` channel-seconds (default: the match command's threshold) is
+    rendered block by block in bounded memory, with the same result
+    (:func:`afxmatch.stream_pipeline.apply_streamed`; not with the VST3 backend).
     """
     backend = backend or settings.backend
     if backend not in BACKENDS:
@@ -251,20 +259,35 @@ def apply_file(settings: Settings, input_path, output_path, backend: str | None 
     out, fmt, subtype = audio.check_output(output_path, [input_path], force, subtype)
     if settings.path is not None and Path(settings.path).resolve() == out.resolve():
         raise OutputError(f"output {out} is the settings file; choose another output path")
-    inp = audio.load(input_path, "input")
-    params, warnings = params_for_rate(settings, inp.sample_rate)
-    y, safety, fin = render_finished(inp.samples, inp.sample_rate, params, backend, settings,
-                                     loudness, true_peak, finish)
+    from .stream_pipeline import STREAM_ABOVE_CHANNEL_S, STREAMED_BACKENDS, apply_streamed
+
+    info = audio.info(input_path, "input")
+    threshold = STREAM_ABOVE_CHANNEL_S if stream_above_s is None else float(stream_above_s)
+    streamed = backend in STREAMED_BACKENDS and info.duration_s * info.channels > threshold
+    if streamed:
+        rate = info.sample_rate
+        params, warnings = params_for_rate(settings, rate)
+        peak_db, safety, fin = apply_streamed(
+            info, params, backend, out, fmt, subtype,
+            lambda chain_lufs: finish_for_file(settings, 0.0 if chain_lufs is None else chain_lufs,
+                                               loudness, true_peak, finish))
+    else:
+        inp = audio.load(input_path, "input")
+        rate = inp.sample_rate
+        params, warnings = params_for_rate(settings, rate)
+        y, safety, fin = render_finished(inp.samples, rate, params, backend, settings,
+                                         loudness, true_peak, finish)
+        peak = float(np.max(np.abs(y)))
+        peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
     if safety > 0:
         warnings.append(f"output gain lowered by {safety:.2f} dB so the peak stays at "
                         f"-0.1 dBFS (this file is louder than the one the settings came from)")
     if fin is not None and not fin["target_reached"]:
         warnings.append(f"finish: target {fin['target_lufs']:g} LUFS not reached "
                         f"(output {fin['output_lufs']} LUFS): {fin['note']}")
-    audio.save(out, y, inp.sample_rate, fmt, subtype)
-    peak = float(np.max(np.abs(y)))
-    return ApplyResult(Path(input_path), out, inp.sample_rate, params,
-                       20 * math.log10(peak) if peak > 0 else -math.inf, safety, warnings, fin)
+    if not streamed:
+        audio.save(out, y, rate, fmt, subtype)
+    return ApplyResult(Path(input_path), out, rate, params, peak_db, safety, warnings, fin)
 
 
 @dataclass

@@ -262,22 +262,10 @@ def match_streamed(infos, out_path, fmt: str, subtype: str, options,
 
     t = time.perf_counter()
     say("rendering")
-    from .analysis.stream import FeatureAccumulator
-    from .finish import finish_spec
+    from .finish import finish_spec, safety_for_finish
 
     spec = finish_spec(options.loudness, options.true_peak, f_ref.loudness_lufs)
-    acc = FeatureAccumulator(sr, src.channels, src.n)
-    model_tap = None   # with a finish: its loudness model, measured on this pass (before any gain)
-    if spec is not None:
-        from .dsp.limiter import TruePeakLimiter
-        from .finish import LoudnessModelStream
-
-        model_tap = LoudnessModelStream(sr, src.channels, TruePeakLimiter(sr, src.channels, spec.ceiling_dbtp))
-    for y in _render_blocks(src, params, options.backend):
-        acc.add(y)
-        if model_tap is not None:
-            model_tap.add(y)
-    f_rendered = acc.result()
+    f_rendered, model_tap = render_pass(src, params, options.backend, spec.ceiling_dbtp if spec else None)
     timings["render"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -296,9 +284,11 @@ def match_streamed(infos, out_path, fmt: str, subtype: str, options,
         timings["measure_output"] = time.perf_counter() - t
         t = time.perf_counter()
         say("writing (finish: loudness, true peak)")
-        gain, safety, f_out, finish_info = _write_finished(src, params, options.backend, f_rendered,
-                                                           f_ref.loudness_lufs, spec, model_tap,
-                                                           out_path, fmt, subtype)
+        gain, wanted = gain_before_finish(f_rendered.loudness_lufs, f_ref.loudness_lufs, sr)
+        params["out_gain_db"] = gain
+        f_out, finish_info = write_finished(src, params, options.backend, f_rendered, spec, model_tap,
+                                            out_path, fmt, subtype)
+        safety = safety_for_finish(spec, wanted)
     timings["write"] = time.perf_counter() - t
     result = MatchResult(None, params, safety, {"input": f_in, "reference": f_ref, "output": f_out},
                          {}, model_info, finish=finish_info)
@@ -322,18 +312,19 @@ class _FinishStage:
         return self.limiter.flush()
 
 
-def _write_finished(src: _Source, params: dict, backend: str, f_rendered, ref_lufs: float, spec,
-                    model_tap, out_path, fmt: str, subtype: str):
-    """Write the finished output: each limiter pass of the finish search renders, limits,
-    measures and writes the file (atomically; a later pass replaces it), so the usual one
-    pass is also the write. Returns ``(chain gain, safety, output features, finish report)``."""
+def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, model_tap,
+                   out_path, fmt: str, subtype: str):
+    """Write ``src`` rendered with ``params`` (its ``out_gain_db`` the chain's gain ahead of
+    the finish) and finished to ``spec``: each limiter pass of the finish search renders,
+    limits, measures and writes the file (atomically; a later pass replaces it), so the
+    usual one pass is also the write. ``f_rendered``: the render pass's features (gain 0);
+    ``model_tap``: the :class:`~afxmatch.finish.LoudnessModelStream` it fed.
+    Returns ``(output features, finish report)``."""
     from .analysis.stream import FeatureAccumulator
     from .dsp.truepeak import IntervalPeakStream
-    from .finish import finish_report, safety_for_finish, search_finish
+    from .finish import finish_report, search_finish
 
-    sr, channels = src.sample_rate, src.channels
-    gain, wanted = gain_before_finish(f_rendered.loudness_lufs, ref_lufs, sr)
-    params["out_gain_db"] = gain
+    sr, channels, gain = src.sample_rate, src.channels, float(params["out_gain_db"])
 
     def run_pass(finish_gain: float):
         stage = _FinishStage(sr, channels, spec.ceiling_dbtp, finish_gain)
@@ -355,5 +346,50 @@ def _write_finished(src: _Source, params: dict, backend: str, f_rendered, ref_lu
     finish_gain, history, loud, lim, (f_out, peak_db) = search_finish(
         spec, f_rendered.loudness_lufs + gain, f_rendered.peak_db + gain, run_pass,
         lambda: model_tap.model(gain), model_tap.limiter.threshold_db)
-    report = finish_report(spec, finish_gain, history, loud, float(peak_db), lim)
-    return gain, safety_for_finish(spec, wanted), f_out, report
+    return f_out, finish_report(spec, finish_gain, history, loud, float(peak_db), lim)
+
+
+def render_pass(src: _Source, params: dict, backend: str, ceiling_dbtp: float | None):
+    """Render pass 1 (``out_gain_db = 0``), measured: ``(features, model tap)``, the tap a
+    :class:`~afxmatch.finish.LoudnessModelStream` fed on the way when ``ceiling_dbtp`` (a
+    finish's) is given, else None."""
+    from .analysis.stream import FeatureAccumulator
+
+    acc = FeatureAccumulator(src.sample_rate, src.channels, src.n)
+    model_tap = None
+    if ceiling_dbtp is not None:
+        from .dsp.limiter import TruePeakLimiter
+        from .finish import LoudnessModelStream
+
+        model_tap = LoudnessModelStream(src.sample_rate, src.channels,
+                                        TruePeakLimiter(src.sample_rate, src.channels, ceiling_dbtp))
+    for y in _render_blocks(src, params, backend):
+        acc.add(y)
+        if model_tap is not None:
+            model_tap.add(y)
+    return acc.result(), model_tap
+
+
+def apply_streamed(info: audio.AudioInfo, params: dict, backend: str, out_path, fmt: str, subtype: str,
+                   spec_for):
+    """:func:`afxmatch.apply.apply_file` for a long input, in bounded memory: render pass 1
+    measures, then the write pass renders with the report's output gain (lowered if the
+    peak would pass the ceiling) or, when ``spec_for(chain_lufs)`` gives a finish, the
+    streamed finish. ``spec_for(None)`` must already give the finish's ceiling (or None).
+    Returns ``(output peak dBFS, safety gain dB, finish report or None)``."""
+    from .params import PEAK_CEILING_DB
+
+    src = _Source("input", info=info)
+    first = spec_for(None)
+    f_rendered, model_tap = render_pass(src, params, backend, first.ceiling_dbtp if first else None)
+    gain = float(params["out_gain_db"])
+    spec = spec_for(f_rendered.loudness_lufs + gain) if first is not None else None
+    if spec is not None:
+        f_out, fin = write_finished(src, params, backend, f_rendered, spec, model_tap, out_path, fmt, subtype)
+        return f_out.peak_db, 0.0, fin
+    safety = 0.0
+    if f_rendered.peak_db + gain > PEAK_CEILING_DB + 20 * np.log10(1 + 1e-5):   # as apply.render_settings
+        safety = f_rendered.peak_db + gain - PEAK_CEILING_DB + 1e-6
+    audio.save_blocks(out_path, _render_blocks(src, params, backend, gain - safety), info.sample_rate,
+                      info.channels, fmt, subtype)
+    return f_rendered.peak_db + gain - safety, safety, None

@@ -286,3 +286,35 @@ def test_cli_apply_finish(finished, tmp_path):
     proc = run_cli("apply", reports["loud"], other, "-o", tmp_path / "e.wav", "--true-peak", "1")
     assert proc.returncode != 0 and "--true-peak must be from -30 to 0 dBTP" in proc.stderr
     assert not (tmp_path / "e.wav").exists()
+
+
+@pytest.mark.parametrize("case", ["finish loud", "finish tp", "no finish, peak cut", "no finish"])
+def test_apply_streams_long_inputs_with_the_in_memory_result(finished, tmp_path, monkeypatch, case):
+    """Above the streaming threshold apply renders block by block: the same samples (within
+    1e-4), safety cut, warnings and finish as in memory."""
+    from afxmatch import stream_pipeline
+
+    monkeypatch.setattr(stream_pipeline, "BLOCK_FRAMES", 7000)
+    d, inp, other, reports = finished
+    settings = load_settings(reports["tp" if case == "finish tp" else "loud"])
+    source = inp if case != "finish loud" else other
+    opts = dict(finish=case.startswith("finish"), subtype="FLOAT")
+    if case == "no finish":
+        settings.params["out_gain_db"] -= 12.0   # well under the ceiling: no cut
+    results = {}
+    for name, threshold in (("memory", None), ("streamed", 0.0)):
+        results[name] = apply_file(settings, source, tmp_path / f"{name}.wav", stream_above_s=threshold, **opts)
+    a, _ = sf.read(str(tmp_path / "memory.wav"), always_2d=True)
+    b, _ = sf.read(str(tmp_path / "streamed.wav"), always_2d=True)
+    assert a.shape == b.shape and float(np.max(np.abs(a))) > 0.01
+    assert float(np.max(np.abs(a - b))) < 1e-4
+    ra, rb = results["memory"], results["streamed"]
+    assert rb.safety_gain_db == pytest.approx(ra.safety_gain_db, abs=1e-4)
+    assert (ra.safety_gain_db > 0.5) == (case == "no finish, peak cut")
+    assert rb.peak_dbfs == pytest.approx(ra.peak_dbfs, abs=1e-3) and len(rb.warnings) == len(ra.warnings)
+    if opts["finish"]:
+        assert rb.finish["gain_db"] == pytest.approx(ra.finish["gain_db"], abs=1e-3)
+        assert rb.finish["output_lufs"] == pytest.approx(ra.finish["output_lufs"], abs=2e-3)
+        assert len(rb.finish["iterations"]) == len(ra.finish["iterations"])
+    else:
+        assert ra.finish is None and rb.finish is None
