@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Protocol
 
 import numpy as np
@@ -316,17 +317,34 @@ def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, m
                    out_path, fmt: str, subtype: str):
     """Write ``src`` rendered with ``params`` (its ``out_gain_db`` the chain's gain ahead of
     the finish) and finished to ``spec``: each limiter pass of the finish search renders,
-    limits, measures and writes the file (atomically; a later pass replaces it), so the
-    usual one pass is also the write. ``f_rendered``: the render pass's features (gain 0);
-    ``model_tap``: the :class:`~afxmatch.finish.LoudnessModelStream` it fed.
+    limits, measures and writes a temporary file next to ``out_path`` (named like the
+    atomic writer's, so a batch sweeps one left by a killed process), and the last pass's
+    file is renamed onto ``out_path``: the usual single pass is also the write, and an
+    interrupted later pass never leaves a superseded output behind. ``f_rendered``: the
+    render pass's features (gain 0); ``model_tap``: the
+    :class:`~afxmatch.finish.LoudnessModelStream` it fed.
     Returns ``(output features, finish report)``."""
+    import os
+    import tempfile
+
     from .analysis.stream import FeatureAccumulator
     from .dsp.truepeak import IntervalPeakStream
     from .finish import finish_report, search_finish
 
     sr, channels, gain = src.sample_rate, src.channels, float(params["out_gain_db"])
+    out = Path(out_path)
+    passes: list[str] = []
+
+    def drop_passes() -> None:
+        for done in passes:
+            if os.path.exists(done):
+                os.unlink(done)
 
     def run_pass(finish_gain: float):
+        drop_passes()   # superseded by this pass
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=str(out.parent))
+        os.close(fd)
+        passes.append(tmp)
         stage = _FinishStage(sr, channels, spec.ceiling_dbtp, finish_gain)
         acc, peaks, top = FeatureAccumulator(sr, channels, src.n), IntervalPeakStream(channels), [0.0]
 
@@ -337,15 +355,19 @@ def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, m
                 yield y
             top[0] = max(top[0], float(peaks.flush().max(initial=0.0)))
 
-        audio.save_blocks(out_path, measured(_render_blocks(src, params, backend, gain, stage)),
+        audio.save_blocks(tmp, measured(_render_blocks(src, params, backend, gain, stage)),
                           sr, channels, fmt, subtype)
         f_out = acc.result()
         peak_db = 20 * np.log10(top[0]) if top[0] > 0 else float("-inf")
         return f_out.loudness_lufs, stage.limiter, (f_out, peak_db)
 
-    finish_gain, history, loud, lim, (f_out, peak_db) = search_finish(
-        spec, f_rendered.loudness_lufs + gain, f_rendered.peak_db + gain, run_pass,
-        lambda: model_tap.model(gain), model_tap.limiter.threshold_db)
+    try:
+        finish_gain, history, loud, lim, (f_out, peak_db) = search_finish(
+            spec, f_rendered.loudness_lufs + gain, f_rendered.peak_db + gain, run_pass,
+            lambda: model_tap.model(gain), model_tap.limiter.threshold_db)
+        os.replace(passes[-1], out)
+    finally:
+        drop_passes()
     return f_out, finish_report(spec, finish_gain, history, loud, float(peak_db), lim)
 
 

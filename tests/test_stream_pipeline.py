@@ -162,6 +162,8 @@ def test_streamed_finish_equals_in_memory(files, tmp_path, monkeypatch, finish):
     in-memory output and finish; checked with pyloudnorm and scipy's 4x resampler too."""
     (a, ra), (b, rb) = run_both(files, tmp_path, monkeypatch, method="model", **finish)
     assert np.max(np.abs(a - b)) < 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memory.json", "memory.wav",
+                                                          "streamed.json", "streamed.wav"]
     fa, fb = ra.pop("finish"), rb.pop("finish")
     assert len(fa["iterations"]) == len(fb["iterations"]) and fa["target_reached"] and fb["target_reached"]
     assert fb["gain_db"] == pytest.approx(fa["gain_db"], abs=1e-3)
@@ -174,6 +176,33 @@ def test_streamed_finish_equals_in_memory(files, tmp_path, monkeypatch, finish):
     assert lufs == pytest.approx(target, abs=0.5)
     up = resample_poly(b.astype(np.float64), 4, 1, axis=0)
     assert 20 * np.log10(np.abs(up).max()) <= finish["true_peak"]
+
+
+def test_streamed_finish_passes_leave_only_the_last_and_nothing_on_interrupt(files, tmp_path, monkeypatch):
+    """Several limiter passes (a tolerance no pass meets): one output, the last pass's, no
+    temporary file; an interrupt in the second pass leaves no output at all."""
+    from afxmatch import finish as finish_mod
+
+    monkeypatch.setattr(finish_mod, "TOLERANCE_LU", 1e-9)
+    monkeypatch.setattr(finish_mod, "MAX_ITERATIONS", 3)
+    (a, ra), (b, rb) = run_both(files, tmp_path, monkeypatch, method="analysis", loudness=-14.0, true_peak=-1.0)
+    assert len(ra["finish"]["iterations"]) == len(rb["finish"]["iterations"]) == 3
+    assert np.max(np.abs(a - b)) < 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["memory.json", "memory.wav",
+                                                          "streamed.json", "streamed.wav"]
+    real_save, calls = audio.save_blocks, []
+
+    def interrupted_second_pass(path, blocks, *args):
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(path, blocks, *args)
+
+    monkeypatch.setattr(audio, "save_blocks", interrupted_second_pass)
+    with pytest.raises(KeyboardInterrupt):
+        match_file(files / "in.wav", files / "ref.flac", tmp_path / "cut.wav",
+                   MatchOptions(method="analysis", loudness=-14.0, true_peak=-1.0, stream_above_s=0.0))
+    assert len(calls) == 2 and not [p for p in tmp_path.iterdir() if p.name.startswith((".cut", "cut"))]
 
 
 def test_streamed_with_reference_in_memory(files, tmp_path, monkeypatch):
