@@ -22,7 +22,8 @@ until the output is within :data:`TOLERANCE_LU` of the target (at most
 Each limiter pass over a 3-minute stereo file costs about 1.5 s, so the gain is aimed
 with a model between passes (:class:`LoudnessModel`): the signal's true peaks and
 K-weighted energies are measured once, and the loudness after the limiter is then
-predicted for any gain from the limiter's gain modelled at ~0.7 ms resolution
+predicted for any gain from the limiter's gain modelled at ~0.7 ms resolution (coarser on
+signals over ~40 minutes, so the model holds at most ~2 million steps)
 (:meth:`~afxmatch.dsp.limiter.TruePeakLimiter.coarse_gain_db`), in milliseconds. The
 model is solved for the target, offset by what it missed at the last real pass, so
 usually one or two passes reach the target where a secant on the passes alone took four.
@@ -96,6 +97,7 @@ def finish_spec(loudness_lufs: float | None, true_peak_dbtp: float | None,
 
 
 MODEL_CHUNK_MAX = 32     # samples per step of the loudness model (the largest divisor of the hop up to this)
+MODEL_MAX_CHUNKS = 2_000_000   # longer signals get coarser steps, so the model's memory stays bounded
 MODEL_TOLERANCE_LU = 0.005
 MODEL_MAX_STEPS = 30
 MODEL_GRID_DB = 2.0      # the search when the secant fails: this grid, then 1/8 of it around the best
@@ -124,12 +126,15 @@ class LoudnessModel:
         self.energy = energy[:, : self.n_hops * self.per_hop] * 10.0 ** (offset_db / 10.0)
 
     @staticmethod
-    def chunk_for(sample_rate: float) -> int:
-        """Samples per model step: the largest divisor of the 100 ms hop up to MODEL_CHUNK_MAX."""
+    def chunk_for(sample_rate: float, n_samples: int = 0) -> int:
+        """Samples per model step: the largest divisor of the 100 ms hop up to
+        MODEL_CHUNK_MAX, or up to ``n_samples / MODEL_MAX_CHUNKS`` on long signals (about
+        40 minutes at 48 kHz and more), so the model holds at most ~2 million steps."""
         from .analysis.loudness import hop_length
 
         hop = hop_length(sample_rate)[0]
-        return max(d for d in range(1, MODEL_CHUNK_MAX + 1) if hop % d == 0)
+        top = max(MODEL_CHUNK_MAX, int(n_samples) // MODEL_MAX_CHUNKS)
+        return max(d for d in range(1, min(top, hop) + 1) if hop % d == 0)
 
     @classmethod
     def of_signal(cls, x: np.ndarray, sample_rate: float, limiter) -> "LoudnessModel":
@@ -137,8 +142,8 @@ class LoudnessModel:
         from .analysis.loudness import hop_length, k_weight
         from .dsp.truepeak import interval_peaks
 
-        chunk = cls.chunk_for(sample_rate)
         channels, n = x.shape
+        chunk = cls.chunk_for(sample_rate, n)
         whole = n // hop_length(sample_rate)[0] * hop_length(sample_rate)[0]
         y = k_weight(x[:, :whole], sample_rate).reshape(channels, -1, chunk)
         energy = np.einsum("cnk,cnk->cn", y, y, dtype=np.float64)
@@ -200,18 +205,19 @@ def _db(linear: np.ndarray) -> np.ndarray:
 
 
 class LoudnessModelStream:
-    """The measurements of :class:`LoudnessModel` taken block by block (bounded memory:
-    two numbers per ~0.7 ms, ~40 MB per channel-hour): feed ``(channels, n)`` blocks with
+    """The measurements of :class:`LoudnessModel` taken block by block (bounded memory: a
+    peak and one energy per channel for each of at most ~2 million steps; ``n_samples``,
+    the signal's length, sets the step): feed ``(channels, n)`` blocks with
     :meth:`add`, then :meth:`model`. K-weighting by the streamed IIR
     (:class:`afxmatch.analysis.stream.KWeightedEnergies`), so the energies equal the
     in-memory FFT filtering's up to float rounding."""
 
-    def __init__(self, sample_rate: float, channels: int, limiter):
+    def __init__(self, sample_rate: float, channels: int, limiter, n_samples: int = 0):
         from .analysis.stream import KWeightedEnergies
         from .dsp.truepeak import IntervalPeakStream
 
         self.sample_rate, self.limiter = sample_rate, limiter
-        self.chunk = LoudnessModel.chunk_for(sample_rate)
+        self.chunk = LoudnessModel.chunk_for(sample_rate, n_samples)
         self.kw = KWeightedEnergies(sample_rate, channels, self.chunk)
         self.peaks = IntervalPeakStream(channels)
         self.rest = np.zeros(0, np.float32)       # peaks of a chunk not yet complete

@@ -384,7 +384,7 @@ def render_pass(src: _Source, params: dict, backend: str, ceiling_dbtp: float | 
         from .finish import LoudnessModelStream
 
         model_tap = LoudnessModelStream(src.sample_rate, src.channels,
-                                        TruePeakLimiter(src.sample_rate, src.channels, ceiling_dbtp))
+                                        TruePeakLimiter(src.sample_rate, src.channels, ceiling_dbtp), src.n)
     for y in _render_blocks(src, params, backend):
         acc.add(y)
         if model_tap is not None:

@@ -228,6 +228,15 @@ def test_streamed_loudness_model_equals_the_in_memory_one(example_input):
         assert stream.model(3.0).lufs(gain) == pytest.approx(whole.lufs(gain + 3.0), abs=1e-3)
 
 
+def test_loudness_model_steps_are_hop_divisors_and_coarser_only_on_long_signals():
+    assert LoudnessModel.chunk_for(44100) == 30 and LoudnessModel.chunk_for(48000) == 32
+    assert LoudnessModel.chunk_for(44100, 180 * 44100) == 30            # in-memory lengths: unchanged
+    hour = 3600 * 48000
+    assert LoudnessModel.chunk_for(48000, hour) == 80                     # <= 2 million steps an hour
+    assert hour / LoudnessModel.chunk_for(48000, hour) <= 2_160_000
+    assert 4800 % LoudnessModel.chunk_for(48000, 10 * hour) == 0
+
+
 class _Curve(LoudnessModel):
     """A loudness model with a given loudness(gain) curve, to test the search alone."""
 
