@@ -37,7 +37,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -69,6 +69,7 @@ class _Source:
     role: str
     info: audio.AudioInfo | None = None
     memory: audio.Audio | None = None
+    progress: Callable[[float], None] | None = None   # told the fraction read by each pass
 
     @property
     def facts(self):
@@ -88,11 +89,14 @@ class _Source:
         return self.facts.n_samples
 
     def blocks(self) -> Iterator[np.ndarray]:
-        if self.memory is None:
-            yield from audio.iter_blocks(self.info, self.role, BLOCK_FRAMES)
-            return
-        for i in range(0, self.n, BLOCK_FRAMES):
-            yield self.memory.samples[:, i:i + BLOCK_FRAMES]
+        done = 0
+        source = audio.iter_blocks(self.info, self.role, BLOCK_FRAMES) if self.memory is None else \
+            (self.memory.samples[:, i:i + BLOCK_FRAMES] for i in range(0, self.n, BLOCK_FRAMES))
+        for block in source:
+            yield block
+            done += block.shape[-1]
+            if self.progress is not None:
+                self.progress(done / max(1, self.n))
 
     def read(self, start: int, frames: int) -> np.ndarray:
         if self.memory is None:
@@ -209,6 +213,25 @@ def _render_blocks(src: _Source, params: dict, backend: str, gain_db: float = 0.
         yield y
 
 
+class _PercentProgress:
+    """A ``progress(stage)`` callback that also hears each pass's fraction of the input
+    read, and passes on ``"stage  NN %"`` when the whole percent changes: a long file's
+    passes take minutes."""
+
+    def __init__(self, progress: Progress):
+        self.progress, self.stage, self.percent = progress, "", -1
+
+    def __call__(self, stage: str) -> None:
+        self.stage, self.percent = stage, -1
+        self.progress(stage)
+
+    def fraction(self, done: float) -> None:
+        percent = int(100 * min(1.0, done))
+        if percent != self.percent:
+            self.percent = percent
+            self.progress(f"{self.stage}  {percent} %")
+
+
 def match_streamed(infos, out_path, fmt: str, subtype: str, options,
                    progress: Progress | None = None, reference=None,
                    finish: BlockProcessor | None = None):
@@ -221,9 +244,9 @@ def match_streamed(infos, out_path, fmt: str, subtype: str, options,
     """
     from .estimate.analysis import analysis_prior, eq_levels_of_sample, estimate_analysis
 
-    say = progress or (lambda stage: None)
+    say = _PercentProgress(progress or (lambda stage: None))
     inp_info, ref_info = infos
-    src = _Source("input", info=inp_info)
+    src = _Source("input", info=inp_info, progress=say.fraction)
     ref = _Source("reference", info=ref_info) if reference is None else \
         _Source("reference", memory=reference[0])
     sr = src.sample_rate

@@ -205,6 +205,17 @@ def test_streamed_finish_passes_leave_only_the_last_and_nothing_on_interrupt(fil
     assert len(calls) == 2 and not [p for p in tmp_path.iterdir() if p.name.startswith((".cut", "cut"))]
 
 
+def test_streamed_progress_reports_each_pass_in_percent(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(stream_pipeline, "BLOCK_FRAMES", 5000)
+    said = []
+    match_file(files / "in.wav", files / "ref.flac", tmp_path / "p.wav",
+               MatchOptions(method="analysis", loudness=-14.0, stream_above_s=0.0), progress=said.append)
+    for stage in ("analysing", "rendering", "writing (finish: loudness, true peak)"):
+        percents = [int(m.rsplit(" ", 2)[-2]) for m in said if m.startswith(stage + "  ")]
+        assert percents[-1] == 100 and percents == sorted(percents) and len(percents) >= 5, (stage, said)
+    assert said.index("rendering") < said.index("rendering  100 %")
+
+
 def test_streamed_with_reference_in_memory(files, tmp_path, monkeypatch):
     """Batch work passes the reference already loaded and measured; streaming the input
     then reads only the input from disk, with the same result."""
