@@ -200,19 +200,27 @@ def render_settings(samples: np.ndarray, sample_rate: int, params: dict[str, flo
 
     Returns ``(output, safety_gain_db)`` (the dB by which the gain was lowered, >= 0).
     """
-    from .params import PEAK_CEILING_DB
     from .render import render
 
     gain = float(params["out_gain_db"])
     rendered = render(samples, sample_rate, {**params, "out_gain_db": 0.0}, backend)
     out = rendered * np.float32(10 ** (gain / 20))
     peak = float(np.max(np.abs(out))) if out.size else 0.0
-    ceiling = 10 ** (PEAK_CEILING_DB / 20)
-    safety = 0.0
-    if peak > ceiling * (1 + 1e-5):   # float32 rounding of the pipeline's own gain is not an overshoot
-        safety = 20 * math.log10(peak / ceiling) + 1e-6
+    safety = peak_cut_db(20 * math.log10(peak) if peak > 0 else -math.inf)
+    if safety > 0:
         out = rendered * np.float32(10 ** ((gain - safety) / 20))
     return out, safety
+
+
+def peak_cut_db(peak_db: float) -> float:
+    """How far (dB, >= 0) apply lowers the output gain so a sample peak of ``peak_db``
+    stays at the pipeline's ceiling. 1e-5 over it is float32 rounding of the pipeline's
+    own gain, not an overshoot."""
+    from .params import PEAK_CEILING_DB
+
+    if not peak_db > PEAK_CEILING_DB + 20 * math.log10(1 + 1e-5):
+        return 0.0
+    return peak_db - PEAK_CEILING_DB + 1e-6
 
 
 def render_finished(samples: np.ndarray, sample_rate: int, params: dict[str, float], backend: str,

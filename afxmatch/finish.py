@@ -143,8 +143,8 @@ class LoudnessModel:
         from .dsp.truepeak import interval_peaks
 
         channels, n = x.shape
-        chunk = cls.chunk_for(sample_rate, n)
-        whole = n // hop_length(sample_rate)[0] * hop_length(sample_rate)[0]
+        chunk, hop = cls.chunk_for(sample_rate, n), hop_length(sample_rate)[0]
+        whole = n // hop * hop
         y = k_weight(x[:, :whole], sample_rate).reshape(channels, -1, chunk)
         energy = np.einsum("cnk,cnk->cn", y, y, dtype=np.float64)
         return cls(_db(_chunk_max(interval_peaks(x), chunk)), energy, chunk, sample_rate, limiter)
@@ -176,7 +176,10 @@ class LoudnessModel:
             if new == gain:
                 break
             gain = new
-        miss = lambda g: abs(target_lufs - self.lufs(g)) if math.isfinite(self.lufs(g)) else math.inf  # noqa: E731
+        def miss(g: float) -> float:
+            loud = self.lufs(g)
+            return abs(target_lufs - loud) if math.isfinite(loud) else math.inf
+
         best = min([g for g, _ in history] + list(np.arange(lo, hi, MODEL_GRID_DB)) + [hi], key=miss)
         fine = np.clip(best + np.arange(-MODEL_GRID_DB, MODEL_GRID_DB + 1e-9, MODEL_GRID_DB / 8), lo, hi)
         return float(min(fine, key=miss))

@@ -131,9 +131,11 @@ def gain_before_finish(rendered_lufs: float, target_lufs: float, sample_rate: fl
     """``(gain_db, wanted_db)``: the output gain ahead of a finish, the loudness-matching
     gain within the parameter's range but without the sample-peak cut (the finish's
     limiter holds the peaks); 0 when the render is silent."""
-    wanted = target_lufs - rendered_lufs
+    from .analysis.loudness import matching_gain_db
+
     spec = ParamSpace(sample_rate)["out_gain_db"]
-    return (float(np.clip(wanted, spec.min, spec.max)) if np.isfinite(wanted) else 0.0), wanted
+    gain = float(np.clip(matching_gain_db(rendered_lufs, target_lufs, sample_rate), spec.min, spec.max))
+    return gain, target_lufs - rendered_lufs
 
 
 def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,

@@ -422,7 +422,7 @@ def apply_streamed(info: audio.AudioInfo, params: dict, backend: str, out_path, 
     peak would pass the ceiling) or, when ``spec_for(chain_lufs)`` gives a finish, the
     streamed finish. ``spec_for(None)`` must already give the finish's ceiling (or None).
     Returns ``(output peak dBFS, safety gain dB, finish report or None)``."""
-    from .params import PEAK_CEILING_DB
+    from .apply import peak_cut_db
 
     src = _Source("input", info=info)
     first = spec_for(None)
@@ -432,9 +432,7 @@ def apply_streamed(info: audio.AudioInfo, params: dict, backend: str, out_path, 
     if spec is not None:
         f_out, fin = write_finished(src, params, backend, f_rendered, spec, model_tap, out_path, fmt, subtype)
         return f_out.peak_db, 0.0, fin
-    safety = 0.0
-    if f_rendered.peak_db + gain > PEAK_CEILING_DB + 20 * np.log10(1 + 1e-5):   # as apply.render_settings
-        safety = f_rendered.peak_db + gain - PEAK_CEILING_DB + 1e-6
+    safety = peak_cut_db(f_rendered.peak_db + gain)
     audio.save_blocks(out_path, _render_blocks(src, params, backend, gain - safety), info.sample_rate,
                       info.channels, fmt, subtype)
     return f_rendered.peak_db + gain - safety, safety, None
