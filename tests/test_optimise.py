@@ -160,6 +160,24 @@ def test_limits_are_respected_and_result_never_worse():
     assert p_bad["comp_makeup_db"] == start["comp_makeup_db"]
 
 
+def test_refine_moves_only_the_groups_asked_for():
+    """``groups=("comp",)``: every EQ parameter keeps the start's value bit for bit, the
+    compressor's move and the objective falls; no group at all is refused."""
+    space = ParamSpace(SR)
+    truth = _true_params()
+    x, ref = _material(6, seconds=1.5, channels=1), _render(_material(7, seconds=1.5, channels=1), truth)
+    start = space.validate({**truth, "p2_gain_db": 2.0, "comp_threshold_db": -8.0, "comp_ratio": 1.5})
+    params, info = opt.refine(x, SR, ref, SR, start, steps=20, time_budget=None, groups=("comp",))
+    for s in space.specs:
+        if s.group != "comp" or s.name in opt.FROZEN:
+            assert params[s.name] == start[s.name], s.name
+    assert info["refined"] == [s.name for s in space.specs if s.group == "comp" and s.name not in opt.FROZEN]
+    assert abs(params["comp_threshold_db"] - start["comp_threshold_db"]) > 1.0
+    assert info["objective_after"]["total"] < 0.9 * info["objective_before"]["total"]
+    with pytest.raises(Exception, match="nothing to refine"):
+        opt.refine(x, SR, ref, SR, start, steps=1, groups=("gain",))
+
+
 def test_refine_is_deterministic_and_checks_its_limits():
     x, ref = _material(12, seconds=1.0), _material(13, seconds=1.0)
     a, _ = opt.refine(x, SR, ref, SR, _true_params(), steps=4, time_budget=None)
@@ -197,6 +215,14 @@ def test_pipeline_method_optimise_reports_its_search():
     res = match_arrays(x, 44100, ref, 44100, method="optimise", steps=2, time_budget=None)
     info = res.optimise
     assert info["start"] == "model" and info["steps"] == 2 and info["evaluations"] == 3
+    # only the compressor is refined (dynamics weighted 2): the model's EQ is kept exactly
+    space = ParamSpace(44100)
+    comp = [s.name for s in space.specs if s.group == "comp" and s.name not in opt.FROZEN]
+    assert info["refined"] == comp and info["weights"] == opt.REFINE_WEIGHTS
+    model = match_arrays(x, 44100, ref, 44100, method="model").params
+    for s in space.specs:
+        if s.group == "eq":
+            assert res.params[s.name] == model[s.name], s.name
     assert info["objective_after"]["total"] <= info["objective_before"]["total"]
     assert np.isfinite(res.output).all() and res.output.shape == x.shape
     check = info["check"]
