@@ -140,7 +140,8 @@ def train_cmd(
     lr: float = typer.Option(5e-4, help="Peak learning rate."),
     loss: str = typer.Option("sc+log", help="Training loss: sc+log (spectral convergence + log "
                              "magnitude, FFT 512-8192; the shipped model's) or lin+log (the "
-                             "benchmark's MR-STFT: linear + log magnitude, FFT 32-32768, hop 50 %)."),
+                             "benchmark's MR-STFT: linear + log magnitude, FFT 32-32768, hop 50 %) or "
+                             "sc+log+lts (sc+log plus the long-term spectrum in 1/6-octave bands)."),
     time_budget: Optional[float] = typer.Option(3000.0, help="Stop cleanly after this many "
                                                 "seconds of training (over resumed runs)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),

@@ -74,3 +74,26 @@ def test_loss_per_item_and_unknown_terms(signals):
     assert float(per_item[1]) == 0.0 and float(per_item[0]) > 0.05
     with pytest.raises(ValueError, match="lin\\+log"):
         MRSTFTLoss(terms="l2")
+
+
+def test_long_term_spectrum_term_against_numpy(signals):
+    """sc+log+lts = sc+log + the mean |ln| difference of the long-term band magnitudes
+    (frame-averaged power at the largest FFT, 1/6-octave triangular bands), computed here
+    with numpy; a 6 dB gain adds exactly ln 2 to it."""
+    from afxmatch.estimate.optimise import band_matrix
+
+    y, t = signals
+    yy, tt = (torch.from_numpy(v)[None, None] for v in (y, t))
+    lts = MRSTFTLoss(terms="sc+log+lts")
+    base = float(MRSTFTLoss(terms="sc+log")(yy, tt))
+    n = max(LEGACY_FFT_SIZES)
+    bands = band_matrix(n, 44100.0, 18000.0)[0].double().numpy()
+
+    def long_term(v):
+        power = (_np_mag(v.astype(np.float64), n, n // 4, 1e-7, False) ** 2).mean(0)
+        return 0.5 * np.log(bands @ power + 1e-7)
+
+    want = base + np.abs(long_term(y) - long_term(t)).mean()
+    assert float(lts(yy, tt)) == pytest.approx(want, rel=2e-4)
+    assert float(lts(2 * tt, tt)) == pytest.approx(1 + 2 * math.log(2), rel=1e-4)
+    assert float(lts(tt, tt)) == 0.0
