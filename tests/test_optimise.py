@@ -178,6 +178,29 @@ def test_refine_moves_only_the_groups_asked_for():
         opt.refine(x, SR, ref, SR, start, steps=1, groups=("gain",))
 
 
+def test_an_inactive_compressor_start_is_escaped_through_the_alternatives():
+    """A start whose compressor never acts (threshold above the peak, ratio 1) has no
+    gradient: alone, the compressor cannot move. With :func:`compressor_starts` the steps
+    begin from the best alternative, and the objective ends lower than the start's."""
+    space = ParamSpace(SR)
+    truth = _true_params()
+    x, ref = _material(6, seconds=1.5, channels=1), _render(_material(7, seconds=1.5, channels=1), truth)
+    dead = space.validate({**truth, "comp_threshold_db": 0.0, "comp_ratio": 1.0})
+    stuck, info0 = opt.refine(x, SR, ref, SR, dead, steps=5, time_budget=None, groups=("comp",))
+    # (0 dB is the range's top: the logit space keeps it U_EPS inside, -0.06 dB)
+    assert abs(stuck["comp_threshold_db"] - dead["comp_threshold_db"]) < 0.1 and info0["steps_from"] == "start"
+    assert info0["objective_after"]["total"] == info0["objective_before"]["total"]
+    alts = opt.compressor_starts(x)
+    peak_db = 20 * np.log10(np.abs(x).max())
+    assert [a["comp_threshold_db"] for a in alts] == pytest.approx([peak_db - d for d in (6, 12, 18, 24)])
+    moved, info = opt.refine(x, SR, ref, SR, dead, steps=5, time_budget=None, groups=("comp",),
+                             alternatives=alts)
+    assert info["steps_from"].startswith("alternative")
+    assert info["evaluations"] == 1 + len(alts) + 6   # start + candidates, then start + 5 steps
+    assert info["objective_after"]["total"] < 0.8 * info["objective_before"]["total"]
+    assert moved["comp_ratio"] > 1.5 and moved["p2_gain_db"] == dead["p2_gain_db"]
+
+
 def test_refine_is_deterministic_and_checks_its_limits():
     x, ref = _material(12, seconds=1.0), _material(13, seconds=1.0)
     a, _ = opt.refine(x, SR, ref, SR, _true_params(), steps=4, time_budget=None)
@@ -214,7 +237,9 @@ def test_pipeline_method_optimise_reports_its_search():
     x, ref = _material(18, seconds=1.5, sr=44100), _material(19, seconds=1.5, sr=44100)
     res = match_arrays(x, 44100, ref, 44100, method="optimise", steps=2, time_budget=None)
     info = res.optimise
-    assert info["start"] == "model" and info["steps"] == 2 and info["evaluations"] == 3
+    # the start and each compressor alternative once, then the start again and 2 steps
+    assert info["start"] == "model" and info["steps"] == 2
+    assert info["evaluations"] == 1 + len(opt.ALT_THRESHOLDS_BELOW_PEAK_DB) + 3
     # only the compressor is refined (dynamics weighted 2): the model's EQ is kept exactly
     space = ParamSpace(44100)
     comp = [s.name for s in space.specs if s.group == "comp" and s.name not in opt.FROZEN]
