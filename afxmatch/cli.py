@@ -70,8 +70,8 @@ def match_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Output audio file (.wav or .flac)."),
     method: str = typer.Option(DEFAULT_METHOD, help="Estimation method: model (trained network, "
                                "default), analysis (rule-based, no model), optimise (the model's "
-                               "estimate refined by gradient steps against the reference's "
-                               "style) or blackbox "
+                               "estimate with its compressor refined by gradient steps against "
+                               "the reference's style) or blackbox "
                                "(CMA-ES search through the VST3 plugins; renders with --backend vst3)."),
     model: Optional[Path] = typer.Option(None, help="Model folder for --method model "
                                          "(default: the shipped model, or $AFXMATCH_MODEL)."),
