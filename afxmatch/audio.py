@@ -133,14 +133,27 @@ def check_output(path: str | os.PathLike, inputs: list[str | os.PathLike], force
     return out, fmt, subtype
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+def temporary_path(path: Path) -> str:
+    """A new empty temporary file in ``path``'s folder, named ``.NAME.XXXXXXXX.part`` (the
+    name a batch sweeps after a killed process)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=str(path.parent))
     os.close(fd)
+    return tmp
+
+
+def publish(tmp: str, path: Path) -> None:
+    """Rename the complete temporary file ``tmp`` onto ``path``, with a normal file mode
+    (mkstemp makes 0600 files)."""
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    tmp = temporary_path(path)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; outputs get normal modes
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -257,12 +270,21 @@ def save_blocks(path: str | os.PathLike, blocks, sample_rate: int, channels: int
 
     def write(tmp: str) -> None:
         nonlocal written
-        with sf.SoundFile(tmp, "w", int(sample_rate), int(channels), subtype=subtype, format=fmt) as fh:
-            for block in blocks:
-                block = np.asarray(block, dtype=np.float32)
-                _check_output_samples(path, block, subtype)
-                fh.write(block.T)
-                written += block.shape[1]
+        written = write_blocks(tmp, blocks, sample_rate, channels, fmt, subtype, path)
 
     atomic_write_bytes(Path(path), write)
+    return written
+
+
+def write_blocks(tmp: str, blocks, sample_rate: int, channels: int, fmt: str, subtype: str,
+                 path: str | os.PathLike) -> int:
+    """:func:`save_blocks`' writing into the temporary file ``tmp`` (not atomic by itself;
+    errors name ``path``, the output it stands for). Returns the frames written."""
+    written = 0
+    with sf.SoundFile(tmp, "w", int(sample_rate), int(channels), subtype=subtype, format=fmt) as fh:
+        for block in blocks:
+            block = np.asarray(block, dtype=np.float32)
+            _check_output_samples(path, block, subtype)
+            fh.write(block.T)
+            written += block.shape[1]
     return written

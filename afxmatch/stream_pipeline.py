@@ -340,15 +340,14 @@ def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, m
                    out_path, fmt: str, subtype: str):
     """Write ``src`` rendered with ``params`` (its ``out_gain_db`` the chain's gain ahead of
     the finish) and finished to ``spec``: each limiter pass of the finish search renders,
-    limits, measures and writes a temporary file next to ``out_path`` (named like the
-    atomic writer's, so a batch sweeps one left by a killed process), and the last pass's
-    file is renamed onto ``out_path``: the usual single pass is also the write, and an
-    interrupted later pass never leaves a superseded output behind. ``f_rendered``: the
-    render pass's features (gain 0); ``model_tap``: the
+    limits, measures and writes a temporary file next to ``out_path``
+    (:func:`afxmatch.audio.temporary_path`, which a batch sweeps after a killed process),
+    and the last pass's file is renamed onto ``out_path``: the usual single pass is also
+    the write, and an interrupted later pass never leaves a superseded output behind.
+    ``f_rendered``: the render pass's features (gain 0); ``model_tap``: the
     :class:`~afxmatch.finish.LoudnessModelStream` it fed.
     Returns ``(output features, finish report)``."""
     import os
-    import tempfile
 
     from .analysis.stream import FeatureAccumulator
     from .dsp.truepeak import IntervalPeakStream
@@ -365,8 +364,7 @@ def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, m
 
     def run_pass(finish_gain: float):
         drop_passes()   # superseded by this pass
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=str(out.parent))
-        os.close(fd)
+        tmp = audio.temporary_path(out)
         passes.append(tmp)
         stage = _FinishStage(sr, channels, spec.ceiling_dbtp, finish_gain)
         acc, peaks, top = FeatureAccumulator(sr, channels, src.n), IntervalPeakStream(channels), [0.0]
@@ -378,8 +376,8 @@ def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, m
                 yield y
             top[0] = max(top[0], float(peaks.flush().max(initial=0.0)))
 
-        audio.save_blocks(tmp, measured(_render_blocks(src, params, backend, gain, stage)),
-                          sr, channels, fmt, subtype)
+        audio.write_blocks(tmp, measured(_render_blocks(src, params, backend, gain, stage)),
+                           sr, channels, fmt, subtype, out)
         f_out = acc.result()
         peak_db = 20 * np.log10(top[0]) if top[0] > 0 else float("-inf")
         return f_out.loudness_lufs, stage.limiter, (f_out, peak_db)
@@ -388,7 +386,7 @@ def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, m
         finish_gain, history, loud, lim, (f_out, peak_db) = search_finish(
             spec, f_rendered.loudness_lufs + gain, f_rendered.peak_db + gain, run_pass,
             lambda: model_tap.model(gain), model_tap.limiter.threshold_db)
-        os.replace(passes[-1], out)
+        audio.publish(passes[-1], out)
     finally:
         drop_passes()
     return f_out, finish_report(spec, finish_gain, history, loud, float(peak_db), lim)

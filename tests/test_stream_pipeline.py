@@ -190,7 +190,7 @@ def test_streamed_finish_passes_leave_only_the_last_and_nothing_on_interrupt(fil
     assert np.max(np.abs(a - b)) < 1e-4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["memory.json", "memory.wav",
                                                           "streamed.json", "streamed.wav"]
-    real_save, calls = audio.save_blocks, []
+    real_save, calls = audio.write_blocks, []
 
     def interrupted_second_pass(path, blocks, *args):
         calls.append(path)
@@ -198,7 +198,7 @@ def test_streamed_finish_passes_leave_only_the_last_and_nothing_on_interrupt(fil
             raise KeyboardInterrupt
         return real_save(path, blocks, *args)
 
-    monkeypatch.setattr(audio, "save_blocks", interrupted_second_pass)
+    monkeypatch.setattr(audio, "write_blocks", interrupted_second_pass)
     with pytest.raises(KeyboardInterrupt):
         match_file(files / "in.wav", files / "ref.flac", tmp_path / "cut.wav",
                    MatchOptions(method="analysis", loudness=-14.0, true_peak=-1.0, stream_above_s=0.0))
