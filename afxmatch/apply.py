@@ -200,13 +200,13 @@ def render_settings(samples: np.ndarray, sample_rate: int, params: dict[str, flo
 
     Returns ``(output, safety_gain_db)`` (the dB by which the gain was lowered, >= 0).
     """
+    from .analysis.features import sample_peak_db
     from .render import render
 
     gain = float(params["out_gain_db"])
     rendered = render(samples, sample_rate, {**params, "out_gain_db": 0.0}, backend)
     out = rendered * np.float32(10 ** (gain / 20))
-    peak = float(np.max(np.abs(out))) if out.size else 0.0
-    safety = peak_cut_db(20 * math.log10(peak) if peak > 0 else -math.inf)
+    safety = peak_cut_db(sample_peak_db(out) if out.size else -math.inf)
     if safety > 0:
         out = rendered * np.float32(10 ** ((gain - safety) / 20))
     return out, safety
@@ -285,8 +285,9 @@ def apply_file(settings: Settings, input_path, output_path, backend: str | None 
         params, warnings = params_for_rate(settings, rate)
         y, safety, fin = render_finished(inp.samples, rate, params, backend, settings,
                                          loudness, true_peak, finish)
-        peak = float(np.max(np.abs(y)))
-        peak_db = 20 * math.log10(peak) if peak > 0 else -math.inf
+        from .analysis.features import sample_peak_db
+
+        peak_db = sample_peak_db(y)
     if safety > 0:
         warnings.append(f"output gain lowered by {safety:.2f} dB so the peak stays at "
                         f"-0.1 dBFS (this file is louder than the one the settings came from)")

@@ -316,6 +316,7 @@ def apply_finish(rendered: np.ndarray, sample_rate: float, spec: FinishSpec, ren
     ``rendered * np.float32(10 ** (finish_gain_db / 20))``, so a streamed render with the
     same gain and limiter settings writes the same samples.
     """
+    from .analysis.features import sample_peak_db
     from .analysis.loudness import integrated_loudness
     from .dsp.limiter import TruePeakLimiter, limit
     from .dsp.truepeak import true_peak_db
@@ -326,9 +327,8 @@ def apply_finish(rendered: np.ndarray, sample_rate: float, spec: FinishSpec, ren
         out, lim = limit(rendered * np.float32(10 ** (gain_db / 20)), sample_rate, spec.ceiling_dbtp)
         return integrated_loudness(out, sample_rate), lim, out
 
-    peak = float(np.max(np.abs(rendered))) if rendered.size else 0.0
     gain, history, loud, lim, out = search_finish(
-        spec, rendered_lufs, 20 * math.log10(peak) if peak > 0 else -math.inf, run_pass,
+        spec, rendered_lufs, sample_peak_db(rendered) if rendered.size else -math.inf, run_pass,
         lambda: LoudnessModel.of_signal(rendered, sample_rate, settings), settings.threshold_db, gain_range)
     return out, gain, finish_report(spec, gain, history, loud, true_peak_db(out), lim)
 
