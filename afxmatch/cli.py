@@ -70,8 +70,8 @@ def match_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Output audio file (.wav or .flac)."),
     method: str = typer.Option(DEFAULT_METHOD, help="Estimation method: model (trained network, "
                                "default), analysis (rule-based, no model), optimise (the model's "
-                               "estimate with its compressor refined by gradient steps against "
-                               "the reference's style) or blackbox "
+                               "estimate refined by gradient steps against the reference's "
+                               "style: EQ and compressor, or the compressor alone) or blackbox "
                                "(CMA-ES search through the VST3 plugins; renders with --backend vst3)."),
     model: Optional[Path] = typer.Option(None, help="Model folder for --method model "
                                          "(default: the shipped model, or $AFXMATCH_MODEL)."),
@@ -80,11 +80,11 @@ def match_cmd(
                                           "zam-plugins; the default for --method blackbox)."),
     steps: Optional[int] = typer.Option(None, help="Search limit of a searching method "
                                         "(--method blackbox: plugin evaluations, default 200; "
-                                        "--method optimise: gradient steps, default 40)."),
+                                        "--method optimise: gradient steps per stage, default 40)."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Time limit in "
                                                 "seconds of a searching method's search "
                                                 "(--method blackbox: default 40; --method "
-                                                "optimise: default 20)."),
+                                                "optimise: default 18, both stages)."),
     subtype: Optional[str] = typer.Option(None, help="Output sample format: PCM_16, PCM_24 "
                                           "(default), PCM_32 or FLOAT (WAV only)."),
     report: Optional[Path] = typer.Option(None, help="Report path (default: OUTPUT with .json)."),

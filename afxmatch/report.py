@@ -74,7 +74,8 @@ def build_report(inp, ref, out_path: Path, subtype: str, result, method: str, ba
         },
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         **({"vst3": result.backend_info} if getattr(result, "backend_info", None) else {}),
-        # method "optimise": start method, steps, time, style objective before/after (dB)
+        # method "optimise": start method, the stages run (steps, time, objective before/after
+        # in dB, report distance, kept), the final check against the report distance
         **({"optimise": result.optimise} if getattr(result, "optimise", None) else {}),
     }
 

@@ -155,12 +155,12 @@ def test_several_references_with_the_model_pool_windows(example_input, example_r
 
 # -- amount and finish through the pipeline -----------------------------------------------
 
-@pytest.mark.parametrize("method", ["analysis", "model"])
+@pytest.mark.parametrize("method", ["analysis", "model", "optimise"])
 def test_amount_zero_returns_the_input(example_input, example_reference, method):
     x, sr = example_input
     r, rsr = example_reference
     x = x[:, : 3 * sr]
-    res = match_arrays(x, sr, r, rsr, method=method, amount=0.0)
+    res = match_arrays(x, sr, r, rsr, method=method, amount=0.0, steps=2 if method == "optimise" else None)
     assert np.abs(res.output - x).max() <= 1e-6
     assert res.params["out_gain_db"] == 0.0 and res.params["comp_ratio"] == 1.0
 
@@ -277,7 +277,8 @@ def test_loudness_and_true_peak_on_the_example_analysis(example_input, example_r
     assert report["finish"]["ceiling_source"] == "default"
 
 
-@pytest.mark.parametrize("method", [pytest.param("analysis", marks=pytest.mark.slow), "model"])
+@pytest.mark.parametrize("method", [pytest.param("analysis", marks=pytest.mark.slow), "model",
+                                    pytest.param("optimise", marks=pytest.mark.slow)])
 def test_half_amount_lands_between_input_and_full_match(example_input, example_reference, method):
     x, sr = example_input
     r, rsr = example_reference

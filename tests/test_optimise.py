@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pyloudnorm
 import pytest
+import scipy.signal
 import torch
 
 from afxmatch import analysis, dsp
@@ -60,13 +61,15 @@ def test_objective_is_zero_on_the_reference_itself_and_gain_invariant():
         assert louder[k] == pytest.approx(other[k], abs=2e-3)
 
 
-def test_band_spectrum_follows_the_analytic_eq_response():
+@pytest.mark.parametrize("spectrum", opt.SPECTRA)
+def test_band_spectrum_follows_the_analytic_eq_response(spectrum):
     """meter(EQ(x)).band_db - meter(x).band_db is the EQ's exact dB response at the band
-    centres, up to one constant (each side is normalised by its own loudness)."""
+    centres, up to one constant (each side is normalised by its own loudness), for both
+    long-term spectrum statistics."""
     x = np.random.default_rng(0).standard_normal((1, 4 * SR)).astype(np.float32) * 0.1
     p = ParamSpace(SR).validate({"ls_gain_db": 9.0, "p2_gain_db": -10.0, "p2_freq_hz": 2000.0,
                                  "p2_q": 1.0, "hs_gain_db": 6.0, "hs_freq_hz": 6000.0})
-    meter = opt.StyleMeter(SR, 9000.0)
+    meter = opt.StyleMeter(SR, 9000.0, spectrum)
     with torch.no_grad():
         diff = (meter(torch.from_numpy(_render(x, p))[None]).band_db
                 - meter(torch.from_numpy(x)[None]).band_db).numpy()
@@ -74,6 +77,37 @@ def test_band_spectrum_follows_the_analytic_eq_response():
     sel = (meter.centres > 80) & (meter.centres < 8000)
     err = (diff - exact)[sel]
     assert np.abs(err - err.mean()).max() < 0.6  # band averaging of a smooth curve + noise
+
+
+def test_log_mean_spectrum_resists_a_few_loud_frames():
+    """Steady noise whose content above 4 kHz is 30 dB louder in two short bursts. Frame j
+    of the meter holds a share w_j of burst (its Hann-squared weight inside the bursts),
+    so its power in a top band is P (1 + 999 w_j): the power-mean spectrum there rises by
+    10 log10(mean(1 + 999 w)), the log-mean one by mean(10 log10(1 + 999 w)), relative to
+    the bands below 1 kHz, which the bursts do not reach."""
+    sr, n_frames = SR, 64
+    meters = {s: opt.StyleMeter(sr, 9000.0, s) for s in opt.SPECTRA}
+    n_fft, hop = meters["log-mean"].n_fft, meters["log-mean"].hop
+    n = hop * (n_frames + 1)
+    steady = 0.05 * np.random.default_rng(3).standard_normal((1, n))
+    gate = np.zeros(n)
+    for k in (10, 40):
+        gate[k * hop: (k + 3) * hop] = 1.0
+    sos = scipy.signal.butter(8, 4000, "highpass", fs=sr, output="sos")
+    noisy = steady + (10 ** (30 / 20) - 1) * gate * scipy.signal.sosfiltfilt(sos, steady)
+    w2 = np.hanning(n_fft + 1)[:-1] ** 2   # torch's periodic Hann
+    share = np.array([(w2 * gate[j * hop: j * hop + n_fft]).sum() / w2.sum() for j in range(n_frames)])
+    expected = {"power-mean": 10 * np.log10(np.mean(1 + 999 * share)),
+                "log-mean": np.mean(10 * np.log10(1 + 999 * share))}
+    for name, meter in meters.items():
+        with torch.no_grad():
+            a, b = (meter(torch.from_numpy(y.astype(np.float32))[None]).band_db.numpy() for y in (steady, noisy))
+        top, low = meter.centres > 7000, meter.centres < 1000
+        rise = (b - a)[top].mean() - (b - a)[low].mean()
+        assert rise == pytest.approx(expected[name], abs=0.5), name
+    assert expected["power-mean"] > 15 and expected["log-mean"] < 5
+    with pytest.raises(ValueError, match="spectrum"):
+        opt.StyleMeter(sr, 9000.0, "median")
 
 
 def test_loudness_follows_pyloudnorm():
@@ -237,20 +271,30 @@ def test_pipeline_method_optimise_reports_its_search():
     x, ref = _material(18, seconds=1.5, sr=44100), _material(19, seconds=1.5, sr=44100)
     res = match_arrays(x, 44100, ref, 44100, method="optimise", steps=2, time_budget=None)
     info = res.optimise
-    # the start and each compressor alternative once, then the start again and 2 steps
+    # the first stage refines EQ and compressor; the second, run only if the first is
+    # not kept, the compressor alone
+    stages = info["stages"]
+    assert [st["stage"] for st in stages] in (["eq+comp"], ["eq+comp", "comp"])
+    assert stages[0]["spectrum"] == "log-mean" and stages[-1]["stage"] == info["stage"]
+    # each stage: the start and each compressor alternative once, then the start again and 2 steps
     assert info["start"] == "model" and info["steps"] == 2
-    assert info["evaluations"] == 1 + len(opt.ALT_THRESHOLDS_BELOW_PEAK_DB) + 3
-    # only the compressor is refined (dynamics weighted 2): the model's EQ is kept exactly
+    assert all(st["evaluations"] == 1 + len(opt.ALT_THRESHOLDS_BELOW_PEAK_DB) + 3 for st in stages)
+    assert info["weights"] == opt.REFINE_WEIGHTS
     space = ParamSpace(44100)
-    comp = [s.name for s in space.specs if s.group == "comp" and s.name not in opt.FROZEN]
-    assert info["refined"] == comp and info["weights"] == opt.REFINE_WEIGHTS
+    moving = [s.name for s in space.specs if s.group in info["stage"].split("+") and s.name not in opt.FROZEN]
+    assert info["refined"] == moving
     model = match_arrays(x, 44100, ref, 44100, method="model").params
-    for s in space.specs:
-        if s.group == "eq":
-            assert res.params[s.name] == model[s.name], s.name
+    check = info["check"]
+    start_d = check["start"]
+    for st in stages[:-1]:   # a stage that was not kept: its point was farther by the report's measure
+        d = st["report_distance"]
+        assert not st["kept"] and (d["total"] > start_d["total"] or d["spectral_db"] > start_d["spectral_db"])
+    if check["kept"] == "start" or info["stage"] == "comp":   # the model's EQ, exactly
+        for s in space.specs:
+            if s.group == "eq":
+                assert res.params[s.name] == model[s.name], s.name
     assert info["objective_after"]["total"] <= info["objective_before"]["total"]
     assert np.isfinite(res.output).all() and res.output.shape == x.shape
-    check = info["check"]
     assert check["kept"] in ("refined", "start")
     assert check[check["kept"]]["total"] == min(check["start"]["total"], check["refined"]["total"])
 
@@ -285,14 +329,56 @@ def test_refine_estimate_keeps_the_start_when_the_report_measure_gets_worse(monk
     bad = dict(start, p2_gain_db=18.0, p2_q=4.0, comp_threshold_db=-50.0, comp_ratio=20.0)
     monkeypatch.setattr(opt, "refine", lambda *a, **k: (dict(bad), {"steps": 0}))
     params, info = opt.refine_estimate(x, sr, ref, sr, start, "model", 1, None, ref_features=f_ref)
-    assert info["check"]["kept"] == "start"
+    assert info["check"]["kept"] == "start" and [st["stage"] for st in info["stages"]] == ["eq+comp", "comp"]
     assert info["check"]["refined"]["total"] > info["check"]["start"]["total"] + 1.0
     assert params["p2_gain_db"] == start["p2_gain_db"] and params["comp_ratio"] == start["comp_ratio"]
-    # a refined point that is closer is kept
+    # a refined point that is closer is kept, at the first stage
     good_start = dict(bad)
     monkeypatch.setattr(opt, "refine", lambda *a, **k: (dict(start), {"steps": 0}))
     params, info = opt.refine_estimate(x, sr, ref, sr, good_start, "model", 1, None, ref_features=f_ref)
     assert info["check"]["kept"] == "refined" and params["comp_ratio"] == start["comp_ratio"]
-    # without the reference's features there is no check (library callers of old)
-    params, info = opt.refine_estimate(x, sr, ref, sr, good_start, "model", 1, None)
-    assert "check" not in info and params["comp_ratio"] == start["comp_ratio"]
+    assert [st["stage"] for st in info["stages"]] == ["eq+comp"]
+    # without the reference's features they are measured here: the same decision
+    params2, info2 = opt.refine_estimate(x, sr, ref, sr, good_start, "model", 1, None)
+    assert info2["check"] == info["check"] and params2 == params
+
+
+def test_an_eq_move_needs_both_spectrum_statistics(monkeypatch):
+    """Stage 1 (EQ + compressor) is kept only when the report's distance *and* its
+    spectral part (a power-mean spectrum) are no larger than the start's. A point that
+    is closer in total but farther in spectrum goes to stage 2 (compressor only), whose
+    own point is kept when closer in total; the report's distance is faked per point."""
+    sr = 44100
+    x, ref = _material(25, seconds=2.0, sr=sr), _material(26, seconds=2.0, sr=sr)
+    space = ParamSpace(sr)
+    start = space.defaults()
+    points = {"eq+comp": dict(start, p1_gain_db=3.0), "comp": dict(start, comp_ratio=2.0)}
+    calls = []
+
+    def fake_refine(x_, sr_, ref_, rr_, start_, steps, budget, objective=None, groups=(), **k):
+        calls.append((groups, objective.meter.spectrum))
+        return dict(points["+".join(groups)]), {"steps": steps}
+
+    def distances(total, spectral):
+        return lambda: {"spectral_db": spectral, "loudness_lu": 0.0, "dynamics_db": total - spectral, "total": total}
+
+    def run(eq_point, comp_point):
+        table = {None: distances(5.0, 3.0)(), "eq": eq_point, "comp": comp_point}
+        monkeypatch.setattr(opt, "report_distance", lambda w, s, p, f: table[
+            "eq" if p["p1_gain_db"] == 3.0 else "comp" if p["comp_ratio"] == 2.0 else None])
+        calls.clear()
+        return opt.refine_estimate(x, sr, ref, sr, start, "model", 3, None)
+
+    monkeypatch.setattr(opt, "refine", fake_refine)
+    # closer in total and in spectrum: the EQ move is kept, no second stage
+    params, info = run(distances(4.0, 2.9)(), None)
+    assert params["p1_gain_db"] == 3.0 and info["stage"] == "eq+comp" and info["check"]["kept"] == "refined"
+    assert calls == [(("eq", "comp"), "log-mean")]
+    # closer in total, farther in spectrum: stage 2, whose point is closer: kept
+    params, info = run(distances(4.0, 3.1)(), distances(4.5, 3.5)())
+    assert params["p1_gain_db"] == start["p1_gain_db"] and params["comp_ratio"] == 2.0
+    assert calls == [(("eq", "comp"), "log-mean"), (("comp",), "power-mean")]
+    assert [st["kept"] for st in info["stages"]] == [False, True] and info["check"]["kept"] == "refined"
+    # both farther in total: the start
+    params, info = run(distances(5.5, 2.0)(), distances(5.2, 3.0)())
+    assert params == start and info["check"]["kept"] == "start"
