@@ -127,15 +127,22 @@ def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: 
     return gain, safety
 
 
-def gain_before_finish(rendered_lufs: float, target_lufs: float, sample_rate: float) -> tuple[float, float]:
+def gain_before_finish(rendered_lufs: float, target_lufs: float, sample_rate: float,
+                       hops: np.ndarray | None = None) -> tuple[float, float]:
     """``(gain_db, wanted_db)``: the output gain ahead of a finish, the loudness-matching
     gain within the parameter's range but without the sample-peak cut (the finish's
-    limiter holds the peaks); 0 when the render is silent."""
+    limiter holds the peaks); 0 when the render is silent. ``hops``: the render's
+    K-weighted hop energies, used when it is too quiet to pass BS.1770's absolute gate
+    (``rendered_lufs`` -inf but not silent): the gain is then solved on them, as
+    :func:`output_gain` does, and the finish can aim from there."""
     from .analysis.loudness import matching_gain_db
 
     spec = ParamSpace(sample_rate)["out_gain_db"]
-    gain = float(np.clip(matching_gain_db(rendered_lufs, target_lufs, sample_rate), spec.min, spec.max))
-    return gain, target_lufs - rendered_lufs
+    wanted = matching_gain_db(rendered_lufs, target_lufs, sample_rate,
+                              None if np.isfinite(rendered_lufs) else hops)
+    if np.isfinite(rendered_lufs):
+        wanted = target_lufs - rendered_lufs
+    return float(np.clip(wanted, spec.min, spec.max)), wanted
 
 
 def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,
@@ -230,10 +237,11 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
         f_out = f_rendered.scaled(gain)  # gain is the chain's last stage: levels shift exactly
     else:   # the matched gain without a peak cut, then the finish: its gain + a true-peak limiter
         say("finishing (loudness, true peak)")
-        gain, wanted = gain_before_finish(f_rendered.loudness_lufs, matched_lufs, sample_rate)
+        gain, wanted = gain_before_finish(f_rendered.loudness_lufs, matched_lufs, sample_rate,
+                                          f_rendered.loudness_hops)
         params["out_gain_db"] = gain
         out, _, finish = apply_finish(rendered * np.float32(10 ** (gain / 20)), sample_rate, spec,
-                                      f_rendered.loudness_lufs + gain)
+                                      f_rendered.scaled(gain).loudness_lufs)
         safety = safety_for_finish(spec, wanted)
         f_out = analysis.measure(out, sample_rate)   # the limiter is not a plain gain: re-measure
     timings["measure_output"] = time.perf_counter() - t

@@ -308,7 +308,8 @@ def match_streamed(infos, out_path, fmt: str, subtype: str, options,
         timings["measure_output"] = time.perf_counter() - t
         t = time.perf_counter()
         say("writing (finish: loudness, true peak)")
-        gain, wanted = gain_before_finish(f_rendered.loudness_lufs, f_ref.loudness_lufs, sr)
+        gain, wanted = gain_before_finish(f_rendered.loudness_lufs, f_ref.loudness_lufs, sr,
+                                          f_rendered.loudness_hops)
         params["out_gain_db"] = gain
         f_out, finish_info = write_finished(src, params, options.backend, f_rendered, spec, model_tap,
                                             out_path, fmt, subtype)
@@ -384,7 +385,7 @@ def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, m
 
     try:
         finish_gain, history, loud, lim, (f_out, peak_db) = search_finish(
-            spec, f_rendered.loudness_lufs + gain, f_rendered.peak_db + gain, run_pass,
+            spec, f_rendered.scaled(gain).loudness_lufs, f_rendered.peak_db + gain, run_pass,
             lambda: model_tap.model(gain), model_tap.limiter.threshold_db)
         audio.publish(passes[-1], out)
     finally:

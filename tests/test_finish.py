@@ -165,6 +165,26 @@ def test_amount_zero_returns_the_input(example_input, example_reference, method)
     assert res.params["out_gain_db"] == 0.0 and res.params["comp_ratio"] == 1.0
 
 
+@pytest.mark.parametrize("finish", [{}, {"loudness_lufs": -14.0, "true_peak_dbtp": -1.0}])
+def test_a_recording_under_the_absolute_gate_is_not_left_silent(example_input, example_reference, finish):
+    """The example input 60 dB down measures -inf LUFS (every block under the -70 LUFS
+    gate). Without a finish the output gain is the range's top (+36 dB; the loudness gap
+    is ~71 dB); with --loudness -14 the finish reaches it. Until session 8 both outputs
+    stayed at the input's level (gain 0: 'silence')."""
+    x, sr = example_input
+    r, rsr = example_reference
+    quiet = x[:, : 4 * sr] * np.float32(10 ** (-60 / 20))
+    assert integrated_loudness(quiet, sr) == -np.inf
+    res = match_arrays(quiet, sr, r, rsr, method="model", **finish)
+    out = lufs(res.output, sr)
+    if finish:
+        assert res.finish["target_reached"] and out == pytest.approx(-14.0, abs=0.5)
+        assert scipy_true_peak_db(res.output) <= -1.0
+    else:
+        assert res.params["out_gain_db"] == 36.0 and res.safety["loudness_gain_wanted_db"] > 60
+        assert -60.0 < out < -30.0   # 36 dB above the render, short of the reference's ~-11.5
+
+
 def test_no_options_keep_the_plain_match(example_input, example_reference):
     x, sr = example_input
     r, rsr = example_reference

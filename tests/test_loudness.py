@@ -83,6 +83,34 @@ def test_gain_for_loudness_regates_and_lands_on_target():
     assert np.isnan(gain_for_loudness(hop_energies(np.zeros((1, sr)), sr), sr, -23.0))
 
 
+def test_gain_for_loudness_lifts_a_signal_under_the_absolute_gate():
+    """Every 400 ms block of a very quiet recording lies under BS.1770's -70 LUFS absolute
+    gate: it measures -inf, yet it is not silence. The gain is still solved (from its
+    loudest block) and lands on the target, by our meter and by pyloudnorm; the output
+    gain rule uses it instead of leaving the recording near-silent."""
+    from afxmatch.analysis.features import measure
+    from afxmatch.analysis.loudness import gain_for_loudness, hop_energies, matching_gain_db
+    from afxmatch.pipeline import output_gain
+
+    sr = 48000
+    x = _gappy(sr) * 10 ** (-45 / 20)        # tone at -75 dBFS RMS, its quiet part at -89
+    assert integrated_loudness(x, sr) == -np.inf
+    target = -40.0
+    g = gain_for_loudness(hop_energies(x, sr), sr, target)
+    y = x * 10 ** (g / 20)
+    assert abs(integrated_loudness(y, sr) - target) < 1e-3
+    assert abs(pyloudnorm.Meter(sr).integrated_loudness(y[0]) - target) < 0.06
+    assert 33.0 < g < 37.0                   # about the tone's 35 dB, the gates re-applied
+    f = measure(x, sr)
+    assert matching_gain_db(f.loudness_lufs, target, sr, f.loudness_hops) == pytest.approx(g)
+    assert matching_gain_db(f.loudness_lufs, target, sr) == 0.0   # without hops: nothing to aim with
+    gain, safety = output_gain(f.loudness_lufs, f.peak_db, target, sr, f.loudness_hops)
+    assert gain == pytest.approx(g) and safety["gain_reduced_for_peak_db"] == 0
+    # digital silence and a signal shorter than one block still have no gain
+    assert np.isnan(gain_for_loudness(hop_energies(np.zeros((1, 2 * sr)), sr), sr, target))
+    assert np.isnan(gain_for_loudness(hop_energies(x[:, : sr // 4], sr), sr, target))
+
+
 def test_pipeline_output_gain_lands_on_the_references_loudness_with_gaps():
     from afxmatch.analysis.features import measure
     from afxmatch.pipeline import output_gain

@@ -178,6 +178,21 @@ def test_streamed_finish_equals_in_memory(files, tmp_path, monkeypatch, finish):
     assert 20 * np.log10(np.abs(up).max()) <= finish["true_peak"]
 
 
+def test_streamed_quiet_recording_is_lifted_like_in_memory(files, tmp_path, monkeypatch):
+    """A long recording under BS.1770's -70 LUFS absolute gate (-inf LUFS): both paths
+    solve the gain on the hop energies, and the finish reaches its target on both."""
+    quiet = tmp_path / "quiet"
+    quiet.mkdir()
+    x, _ = sf.read(str(files / "in.wav"), dtype="float32")
+    sf.write(str(quiet / "in.wav"), x * np.float32(10 ** (-70 / 20)), SR, subtype="FLOAT")
+    (quiet / "ref.flac").write_bytes((files / "ref.flac").read_bytes())
+    assert analysis.measure(x.T * np.float32(10 ** (-70 / 20)), SR).loudness_lufs == -np.inf
+    (a, ra), (b, rb) = run_both(quiet, tmp_path, monkeypatch, method="model", loudness=-14.0, true_peak=-1.0)
+    assert np.max(np.abs(a - b)) < 1e-4
+    assert ra["finish"]["target_reached"] and rb["finish"]["target_reached"]
+    assert pyloudnorm.Meter(SR).integrated_loudness(b.astype(np.float64)) == pytest.approx(-14.0, abs=0.5)
+
+
 def test_streamed_finish_passes_leave_only_the_last_and_nothing_on_interrupt(files, tmp_path, monkeypatch):
     """Several limiter passes (a tolerance no pass meets): one output, the last pass's, no
     temporary file; an interrupt in the second pass leaves no output at all."""

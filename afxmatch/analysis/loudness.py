@@ -126,17 +126,24 @@ def hop_energies(samples: np.ndarray, sample_rate: float) -> np.ndarray:
     return np.einsum("cnh,cnh->cn", frames, frames, dtype=np.float64)
 
 
-def loudness_from_hops(hops: np.ndarray, sample_rate: float) -> float:
-    """Integrated loudness (LUFS) from ``(channels, n_hops)`` K-weighted energies (sums of
-    squares) of consecutive 100 ms hops: 400 ms blocks, then the two gates."""
+def block_energies(hops: np.ndarray, sample_rate: float) -> np.ndarray:
+    """BS.1770's channel-weighted mean squares of the 400 ms blocks (75 % overlap) from
+    ``(channels, n_hops)`` K-weighted 100 ms hop energies; empty when shorter than a block."""
     hop, per_block = hop_length(sample_rate)
     channels, n_hops = hops.shape
     if n_hops < per_block:
-        return float("-inf")
-    block = per_block * hop
-    z = sum(hops[:, i: n_hops - per_block + 1 + i] for i in range(per_block)) / block  # (channels, blocks)
+        return np.zeros(0)
+    z = sum(hops[:, i: n_hops - per_block + 1 + i] for i in range(per_block)) / (per_block * hop)
     weights = np.array(CHANNEL_WEIGHTS[:channels] + (1.0,) * max(0, channels - 5))[:, None]
-    energy = (weights * z).sum(axis=0)
+    return (weights * z).sum(axis=0)
+
+
+def loudness_from_hops(hops: np.ndarray, sample_rate: float) -> float:
+    """Integrated loudness (LUFS) from ``(channels, n_hops)`` K-weighted energies (sums of
+    squares) of consecutive 100 ms hops: 400 ms blocks, then the two gates."""
+    energy = block_energies(hops, sample_rate)
+    if energy.size == 0:
+        return float("-inf")
     with np.errstate(divide="ignore"):
         loud = -0.691 + 10 * np.log10(energy)
     gated = energy[loud > ABSOLUTE_GATE_LUFS]
@@ -158,12 +165,20 @@ def gain_for_loudness(hops: np.ndarray, sample_rate: float, target_lufs: float,
     -70 LUFS gate, which moves the relative gate (speech with pauses raised by 20 dB
     measured 0.3-0.6 LU short of its target when the shift was assumed). The loudness is
     monotone in the gain, so a secant step on the measured shortfall converges, falling
-    back to bisection where a gate jump would make it overshoot. ``nan`` when the signal
-    has no block above the gates at any gain (silence) or the target is not finite.
+    back to bisection where a gate jump would make it overshoot. A signal whose every
+    block lies under the -70 LUFS absolute gate (a very quiet recording) measures -inf
+    but is not silent: the search then starts from the gain that puts its loudest block
+    at the target. ``nan`` when the signal is silent or shorter than one 400 ms block, or
+    the target is not finite.
     """
-    base = loudness_from_hops(hops, sample_rate)
-    if not (np.isfinite(base) and np.isfinite(target_lufs)):
+    if not np.isfinite(target_lufs):
         return float("nan")
+    base = loudness_from_hops(hops, sample_rate)
+    if not np.isfinite(base):
+        blocks = block_energies(hops, sample_rate)
+        if blocks.size == 0 or not blocks.max() > 0:
+            return float("nan")
+        base = -0.691 + 10 * math.log10(float(blocks.max()))
 
     def loud(g: float) -> float:
         return loudness_from_hops(hops * 10.0 ** (g / 10.0), sample_rate)
@@ -190,15 +205,16 @@ def matching_gain_db(loudness_lufs: float, target_lufs: float, sample_rate: floa
                      hops: np.ndarray | None = None) -> float:
     """The gain (dB) that brings a signal of ``loudness_lufs`` to ``target_lufs``: solved
     on its hop energies with the gates re-applied (:func:`gain_for_loudness`) when
-    ``hops`` are given and the solve succeeds, else the plain difference; 0 when either
-    loudness is not finite (silence)."""
-    if not (np.isfinite(loudness_lufs) and np.isfinite(target_lufs)):
+    ``hops`` are given and the solve succeeds (also for a signal too quiet to pass the
+    absolute gate, ``loudness_lufs`` -inf), else the plain difference; 0 when the target
+    or, without a solve, the loudness is not finite (silence)."""
+    if not np.isfinite(target_lufs):
         return 0.0
     if hops is not None:
         solved = gain_for_loudness(hops, sample_rate, target_lufs)
         if np.isfinite(solved):
             return float(solved)
-    return float(target_lufs - loudness_lufs)
+    return float(target_lufs - loudness_lufs) if np.isfinite(loudness_lufs) else 0.0
 
 
 def safe_output_gain_db(loudness_lufs: float, peak_db: float, target_lufs: float, sample_rate: float,
