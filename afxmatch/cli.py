@@ -200,6 +200,11 @@ def _print_summary(console, report: dict) -> None:
                       f"{report['safety']['peak_ceiling_dbfs']} dBFS, so the output is that much "
                       f"quieter than the reference; --true-peak -1 reaches the reference's "
                       f"loudness with a limiter instead")
+    if report["safety"].get("gain_beyond_range_db"):
+        console.print(f"[yellow]note:[/] matching the reference's loudness needs "
+                      f"{report['safety']['loudness_gain_wanted_db']:+.1f} dB of output gain, "
+                      f"{report['safety']['gain_beyond_range_db']:.1f} dB beyond its range; "
+                      f"--loudness LUFS reaches a target with the mastering finish instead")
     if report.get("finish"):
         fin = report["finish"]
         console.print(f"finish: {fin['output_lufs']} LUFS (target {fin['target_lufs']}), true peak "

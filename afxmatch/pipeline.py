@@ -119,11 +119,17 @@ def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: 
     spec = ParamSpace(sample_rate)["out_gain_db"]
     gain, wanted, limited = safe_output_gain_db(rendered_loudness, rendered_peak_db, target_lufs, sample_rate,
                                                 hops, (spec.min, spec.max), PEAK_CEILING_DB)
+    short = abs(wanted - float(np.clip(wanted, spec.min, spec.max)))   # beyond the gain's range
     safety = {"peak_ceiling_dbfs": PEAK_CEILING_DB, "loudness_gain_wanted_db": round(wanted, 3),
               "gain_reduced_for_peak_db": round(limited, 3),
               "note": ("output gain lowered so the sample peak stays at the ceiling; the output "
                        "is quieter than the reference by this amount") if limited > 0 else
                       "no safety gain needed"}
+    if short > 0:
+        safety["gain_beyond_range_db"] = round(short, 3)
+        safety["note"] += (f"; the loudness match wanted {wanted:+.1f} dB, beyond the output gain's "
+                           f"range ({spec.min:g} to {spec.max:+g} dB): the output misses the target by "
+                           f"that much (--loudness reaches a target with the finish's own gain)")
     return gain, safety
 
 

@@ -182,6 +182,9 @@ def test_a_recording_under_the_absolute_gate_is_not_left_silent(example_input, e
         assert scipy_true_peak_db(res.output) <= -1.0
     else:
         assert res.params["out_gain_db"] == 36.0 and res.safety["loudness_gain_wanted_db"] > 60
+        assert res.safety["gain_beyond_range_db"] == pytest.approx(res.safety["loudness_gain_wanted_db"] - 36.0,
+                                                                   abs=1e-3)
+        assert "beyond the output gain's range" in res.safety["note"]
         assert -60.0 < out < -30.0   # 36 dB above the render, short of the reference's ~-11.5
 
 
