@@ -55,8 +55,8 @@ music / speech; the model: 0.517 / 0.759):
   statistic (2.3 dB between reference and target, speech 2.6 dB);
 - both stages as above: 0.453 / 0.617, with MSD, SCE and LUFS errors all below the
   model's. The rule was found on these pairs; on a second draw of 25 + 25 pairs (seed
-  4321) it gives 0.490 / 0.587 against the model's 0.562 / 0.658, again with lower MSD
-  and SCE errors (and LUFS errors where finite).
+  4321) it gives 0.490 / 0.541 against the model's 0.562 / 0.612, again with lower MSD,
+  SCE and LUFS errors.
 Other variants tried and no better are listed in the README ("Quality").
 :func:`refine` itself refines any groups (all by default).
 """
