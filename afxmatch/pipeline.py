@@ -144,11 +144,9 @@ def gain_before_finish(rendered_lufs: float, target_lufs: float, sample_rate: fl
     from .analysis.loudness import matching_gain_db
 
     spec = ParamSpace(sample_rate)["out_gain_db"]
-    wanted = matching_gain_db(rendered_lufs, target_lufs, sample_rate,
-                              None if np.isfinite(rendered_lufs) else hops)
-    if np.isfinite(rendered_lufs):
-        wanted = target_lufs - rendered_lufs
-    return float(np.clip(wanted, spec.min, spec.max)), wanted
+    audible = np.isfinite(rendered_lufs)
+    gain = matching_gain_db(rendered_lufs, target_lufs, sample_rate, None if audible else hops)
+    return float(np.clip(gain, spec.min, spec.max)), (target_lufs - rendered_lufs if audible else gain)
 
 
 def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int,
