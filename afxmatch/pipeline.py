@@ -119,7 +119,7 @@ def output_gain(rendered_loudness: float, rendered_peak_db: float, target_lufs: 
     spec = ParamSpace(sample_rate)["out_gain_db"]
     gain, wanted, limited = safe_output_gain_db(rendered_loudness, rendered_peak_db, target_lufs, sample_rate,
                                                 hops, (spec.min, spec.max), PEAK_CEILING_DB)
-    short = abs(wanted - float(np.clip(wanted, spec.min, spec.max)))   # beyond the gain's range
+    short = abs(wanted - (gain + limited))   # what the gain's range could not give
     safety = {"peak_ceiling_dbfs": PEAK_CEILING_DB, "loudness_gain_wanted_db": round(wanted, 3),
               "gain_reduced_for_peak_db": round(limited, 3),
               "note": ("output gain lowered so the sample peak stays at the ceiling; the output "
@@ -245,7 +245,7 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
                                           f_rendered.loudness_hops)
         params["out_gain_db"] = gain
         out, _, finish = apply_finish(rendered * np.float32(10 ** (gain / 20)), sample_rate, spec,
-                                      f_rendered.scaled(gain).loudness_lufs)
+                                      f_rendered.loudness_at(gain))
         safety = safety_for_finish(spec, wanted)
         f_out = analysis.measure(out, sample_rate)   # the limiter is not a plain gain: re-measure
     timings["measure_output"] = time.perf_counter() - t

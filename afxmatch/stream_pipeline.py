@@ -385,7 +385,7 @@ def write_finished(src: _Source, params: dict, backend: str, f_rendered, spec, m
 
     try:
         finish_gain, history, loud, lim, (f_out, peak_db) = search_finish(
-            spec, f_rendered.scaled(gain).loudness_lufs, f_rendered.peak_db + gain, run_pass,
+            spec, f_rendered.loudness_at(gain), f_rendered.peak_db + gain, run_pass,
             lambda: model_tap.model(gain), model_tap.limiter.threshold_db)
         audio.publish(passes[-1], out)
     finally:

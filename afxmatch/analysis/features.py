@@ -98,11 +98,8 @@ class Features:
         without those fields (e.g. combined references) shift instead.
         """
         g = float(gain_db)
-        if self.loudness_hops is None:
-            hops, loud = None, self.loudness_lufs + g
-        else:
-            hops = self.loudness_hops * 10 ** (g / 10)
-            loud = loudness.loudness_from_hops(hops, self.sample_rate)
+        hops = None if self.loudness_hops is None else self.loudness_hops * 10 ** (g / 10)
+        loud = self.loudness_at(g)
         if self.frames_ungated is None:
             frames = (self.frame_rms_db + g, self.frame_peak_db + g)
             ungated = None
@@ -112,6 +109,14 @@ class Features:
         return replace(self, loudness_lufs=loud, loudness_hops=hops, peak_db=self.peak_db + g,
                        rms_db=self.rms_db + g, power=self.power * 10 ** (g / 10),
                        frame_rms_db=frames[0], frame_peak_db=frames[1], frames_ungated=ungated)
+
+    def loudness_at(self, gain_db: float) -> float:
+        """The integrated loudness of this signal multiplied by ``gain_db``: re-gated from
+        ``loudness_hops`` (finite for a signal whose blocks all lie under the absolute gate
+        once the gain lifts them), else shifted."""
+        if self.loudness_hops is None:
+            return self.loudness_lufs + float(gain_db)
+        return loudness.loudness_from_hops(self.loudness_hops * 10 ** (float(gain_db) / 10), self.sample_rate)
 
     def summary(self) -> dict:
         return {"integrated_lufs": _round(self.loudness_lufs), "sample_peak_dbfs": _round(self.peak_db),

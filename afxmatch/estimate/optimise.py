@@ -481,7 +481,7 @@ def refine_estimate(x: np.ndarray, sample_rate: float, ref, ref_rate, start: Map
     start = ParamSpace(sample_rate).validate(start, clip=True)
     windows = select_windows(np.asarray(x, dtype=np.float32), sample_rate, MAX_TOTAL_S)
     before = report_distance(windows, sample_rate, start, ref_features) if checked else None
-    stages = []
+    stages, alternatives = [], compressor_starts(x)
     for groups, spectrum in (STAGES if checked else [st for st in STAGES if "eq" not in st[0]]):
         label = "+".join(groups)
         progress = None if say is None else (lambda k, value, label=label: say(
@@ -489,7 +489,7 @@ def refine_estimate(x: np.ndarray, sample_rate: float, ref, ref_rate, start: Map
         left = None if time_budget is None else max(0.0, time_budget - (time.perf_counter() - t0))
         objective = StyleObjective(ref, ref_rate, sample_rate, REFINE_WEIGHTS, spectrum)
         params, info = refine(x, sample_rate, ref, ref_rate, start, steps, left, objective=objective,
-                              progress=progress, groups=groups, alternatives=compressor_starts(x))
+                              progress=progress, groups=groups, alternatives=alternatives)
         info = {"stage": label, "spectrum": spectrum, **info}
         stages.append(info)
         if not checked:
