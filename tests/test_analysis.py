@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from afxmatch import analysis, dsp
+from afxmatch.analysis import spectrum
 from afxmatch.estimate.analysis import fit_eq_curve, target_curve
 from afxmatch.params import ParamSpace
 from afxmatch.pipeline import match_arrays
@@ -66,3 +67,49 @@ def test_match_moves_every_distance_towards_the_reference(example_input, example
     assert after["dynamics_db"] < before["dynamics_db"]
     assert result.output.shape == x.shape
     assert np.max(np.abs(result.output)) <= 10 ** (-0.1 / 20) + 1e-6
+
+
+def _two_halves(sr=44100, seconds=10.0, boost_db=12.0, split_hz=4000.0, seed=3):
+    """Stereo white noise; in the second half everything above ``split_hz`` is raised by
+    ``boost_db`` (an exact FFT-domain gain, no filter of ours)."""
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    a = rng.standard_normal((2, n)) * 0.05
+    b = rng.standard_normal((2, n)) * 0.05
+    spec = np.fft.rfft(b, axis=-1)
+    spec[:, np.fft.rfftfreq(n, 1 / sr) >= split_hz] *= 10 ** (boost_db / 20)
+    b = np.fft.irfft(spec, n, axis=-1)
+    return np.concatenate([a, b], axis=1).astype(np.float32), sr
+
+
+def _band_step_db(curve_fn):
+    """Level above the split (6-15 kHz) minus level below it (300-2000 Hz), in dB."""
+    lo, hi = np.geomspace(300, 2000, 12), np.geomspace(6000, 15000, 12)
+    return float(curve_fn(hi, 1 / 3).mean() - curve_fn(lo, 1 / 3).mean())
+
+
+def test_power_mean_log_mean_and_match_spectrum_against_analytic_values():
+    # half the segments flat, half +12 dB above 4 kHz: the power mean's step is the dB of
+    # the mean power, 10*log10((1 + 10**1.2) / 2) = 9.26 dB; the log mean's is the mean of
+    # the dB, 6.00 dB; the EQ fit's spectrum is their mean, 7.63 dB
+    x, sr = _two_halves()
+    f = analysis.measure(x, sr)
+    power_step = 10 * np.log10((1 + 10 ** 1.2) / 2)
+    assert _band_step_db(f.spectrum_db) == pytest.approx(power_step, abs=0.25)
+    log_step = _band_step_db(lambda g, fr: spectrum.smooth_on_grid(f.freqs_hz, f.log_power, g, fr))
+    assert log_step == pytest.approx(6.0, abs=0.25)
+    assert _band_step_db(f.match_spectrum_db) == pytest.approx((power_step + 6.0) / 2, abs=0.25)
+
+
+def test_log_mean_leaves_out_silent_segments():
+    # a recording with a long digital silence: the power mean falls by the silent share
+    # (3 dB here), the log mean keeps the level and shape of the sound
+    x, sr = _two_halves()
+    with_gap = np.concatenate([x, np.zeros_like(x)], axis=1)
+    f, g = analysis.measure(x, sr), analysis.measure(with_gap, sr)
+    grid = np.geomspace(100, 15000, 30)
+    def log_db(feat):
+        return spectrum.smooth_on_grid(feat.freqs_hz, feat.log_power, grid, 1 / 3)
+
+    assert np.max(np.abs(log_db(g) - log_db(f))) < 0.3
+    assert np.mean(f.spectrum_db(grid, 1 / 3) - g.spectrum_db(grid, 1 / 3)) == pytest.approx(3.01, abs=0.1)

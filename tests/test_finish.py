@@ -114,6 +114,9 @@ def test_common_style_is_the_mean_db_spectrum_mean_loudness_and_equal_weight_dyn
     expected = (a.spectrum_db(grid, 1 / 3) + np.interp(grid, grid, b.spectrum_db(grid, 1 / 3))) / 2
     assert np.allclose(c.spectrum_db(grid, 1 / 3) - c.spectrum_db(grid, 1 / 3).mean(),
                        expected - expected.mean(), atol=0.5)
+    # so is the spectrum the EQ fit matches (power mean and log mean alike)
+    slope = np.polyfit(np.log2(grid), c.match_spectrum_db(grid, 1 / 3), 1)[0]
+    assert c.log_power is not None and abs(slope) < 0.3
     # each reference gives the same number of frames, after moving to the common loudness
     assert c.frame_rms_db.size == 2 * FRAMES_PER_REFERENCE
     assert np.median(c.frame_rms_db[:FRAMES_PER_REFERENCE]) == pytest.approx(

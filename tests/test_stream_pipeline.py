@@ -54,6 +54,7 @@ def test_streamed_features_equal_whole(sr, channels, seconds):
     # the spectrum is bit-identical (the EQ fit amplifies any difference)
     assert np.array_equal(streamed.freqs_hz, whole.freqs_hz)
     assert np.array_equal(streamed.power, whole.power)
+    assert np.array_equal(streamed.log_power, whole.log_power)
     assert np.array_equal(streamed.frame_peak_db, whole.frame_peak_db)
     # numpy's float64 einsum may sum a frame in another order for another number of frames
     assert streamed.frame_rms_db.shape == whole.frame_rms_db.shape

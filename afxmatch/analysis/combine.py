@@ -3,8 +3,8 @@
 Each reference counts equally, whatever its length or level:
 
 - Spectrum: the mean of the references' long-term spectra **in dB** (a geometric mean of
-  the Welch power), on the frequency bins of the reference with the lowest sample rate
-  (every reference covers them). In dB a level difference between references shifts
+  the Welch power; likewise for the log-mean spectrum), on the frequency bins of the
+  reference with the lowest sample rate (every reference covers them). In dB a level difference between references shifts
   the mean curve but does not bend it, so the shape is the average shape; and a trait
   that only one reference has is diluted by 1/n whether it is a boost or a cut. A mean
   of power would let the reference with the most energy in a band decide that band
@@ -38,7 +38,12 @@ def combine_features(features: Sequence[Features]) -> Features:
         return items[0]
     base = min(items, key=lambda f: f.sample_rate)
     freqs = base.freqs_hz
-    log_power = np.mean([np.log(np.interp(freqs, f.freqs_hz, f.power) + 1e-30) for f in items], axis=0)
+
+    def mean_in_db(spectra):
+        return np.exp(np.mean([np.log(np.interp(freqs, f.freqs_hz, p) + 1e-30)
+                               for f, p in zip(items, spectra)], axis=0))
+
+    log_means = [f.log_power for f in items]
 
     louds = np.array([f.loudness_lufs for f in items], dtype=np.float64)
     finite = np.isfinite(louds)
@@ -60,7 +65,8 @@ def combine_features(features: Sequence[Features]) -> Features:
         peak_db=float(np.mean([f.peak_db + d for f, d in zip(items, shift)])),
         rms_db=float(np.mean([f.rms_db + d for f, d in zip(items, shift)])),
         freqs_hz=freqs,
-        power=np.exp(log_power),
+        power=mean_in_db([f.power for f in items]),
+        log_power=None if any(p is None for p in log_means) else mean_in_db(log_means),
         frame_rms_db=np.concatenate(rms_frames) if rms_frames else np.zeros(0),
         frame_peak_db=np.concatenate(peak_frames) if peak_frames else np.zeros(0),
     )

@@ -59,7 +59,7 @@ class KWeightedEnergies:
 
 
 class _Welch:
-    """:func:`spectrum.welch_power` of a signal of known length ``n``, block by block.
+    """:func:`spectrum.welch_spectra` of a signal of known length ``n``, block by block.
 
     Each segment is copied out as soon as its samples have arrived; a group of segments
     (:func:`spectrum.welch_chunks`, ~32) is transformed when complete, exactly as the
@@ -70,7 +70,7 @@ class _Welch:
         self.sr, self.channels = float(sample_rate), channels
         self.nper, self.starts, self.window = spectrum.welch_plan(n, sample_rate)
         self.chunks = spectrum.welch_chunks(self.starts)
-        self.power = np.zeros(self.nper // 2 + 1)
+        self.sums = spectrum.WelchSums(self.nper)
         self.segments: list[np.ndarray] = []    # the current group's segments so far
         self.buf = np.zeros((channels, 0), np.float32)
         self.buf_start = 0                       # sample index of buf[:, 0]
@@ -87,16 +87,16 @@ class _Welch:
                 done += 1
             if done < len(chunk):
                 break
-            self.power += spectrum.frames_power(np.stack(self.segments, axis=1), self.window)
+            self.sums.add(spectrum.segment_powers(np.stack(self.segments, axis=1), self.window))
             self.segments, self.chunks = [], self.chunks[1:]
         keep_from = self.chunks[0][len(self.segments)] if self.chunks else end
         drop = min(max(0, keep_from - self.buf_start), self.buf.shape[1])
         self.buf, self.buf_start = self.buf[:, drop:], self.buf_start + drop
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.chunks:
             raise ValueError("the signal ended before its last spectrum segment")
-        return spectrum.welch_density(self.power, len(self.starts), self.channels, self.sr, self.window)
+        return self.sums.result(self.channels, self.sr, self.window)
 
 
 class FeatureAccumulator:
@@ -141,7 +141,7 @@ class FeatureAccumulator:
         """The :class:`Features` of everything fed; all ``n_samples`` must have come."""
         if self.seen != self.n:
             raise ValueError(f"got {self.seen} of the announced {self.n} samples")
-        freqs, power = self.welch.result()
+        freqs, power, log_power = self.welch.result()
         ms = self.sum_sq / (self.n * self.channels)
         cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0))
         hops = self.kw.energies()
@@ -152,6 +152,6 @@ class FeatureAccumulator:
             loudness_lufs=loudness.loudness_from_hops(hops, self.sr), loudness_hops=hops,
             peak_db=sample_peak_db(np.array([self.peak])),
             rms_db=10 * np.log10(ms) if ms > 0 else float("-inf"),
-            freqs_hz=freqs, power=power, frame_rms_db=rms_frames, frame_peak_db=peak_frames,
-            frames_ungated=ungated,
+            freqs_hz=freqs, power=power, log_power=log_power, frame_rms_db=rms_frames,
+            frame_peak_db=peak_frames, frames_ungated=ungated,
         )

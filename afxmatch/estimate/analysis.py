@@ -43,7 +43,7 @@ def target_curve(inp: Features, ref: Features, sample_rate: float):
     """
     top = min(inp.top_hz, ref.top_hz, ParamSpace(sample_rate)["hs_freq_hz"].max)
     grid = frequency_grid(top, FIT_POINTS, FIT_LOW_HZ)
-    a, b = inp.spectrum_db(grid, FIT_FRACTION), ref.spectrum_db(grid, FIT_FRACTION)
+    a, b = inp.match_spectrum_db(grid, FIT_FRACTION), ref.match_spectrum_db(grid, FIT_FRACTION)
     diff = np.clip(b - a - np.median(b - a), -EQ_GAIN_DB, EQ_GAIN_DB)
     floor = np.minimum(a - a.max(), b - b.max())
     weight = np.clip((floor + 80.0) / 20.0, 0.05, 1.0)
