@@ -108,8 +108,19 @@ def test_log_mean_leaves_out_silent_segments():
     with_gap = np.concatenate([x, np.zeros_like(x)], axis=1)
     f, g = analysis.measure(x, sr), analysis.measure(with_gap, sr)
     grid = np.geomspace(100, 15000, 30)
+
     def log_db(feat):
         return spectrum.smooth_on_grid(feat.freqs_hz, feat.log_power, grid, 1 / 3)
 
     assert np.max(np.abs(log_db(g) - log_db(f))) < 0.3
     assert np.mean(f.spectrum_db(grid, 1 / 3) - g.spectrum_db(grid, 1 / 3)) == pytest.approx(3.01, abs=0.1)
+
+
+def test_eq_fit_target_uses_the_match_spectrum():
+    # reference: half flat, half +12 dB above 4 kHz; input: flat noise. The EQ target's
+    # step is the match spectrum's (7.63 dB), not the power mean's (9.26 dB)
+    ref, sr = _two_halves()
+    inp = np.random.default_rng(7).standard_normal(ref.shape).astype(np.float32) * 0.05
+    grid, target, _ = target_curve(analysis.measure(inp, sr), analysis.measure(ref, sr), sr)
+    step = np.mean(target[(grid > 6000) & (grid < 15000)]) - np.mean(target[(grid > 300) & (grid < 2000)])
+    assert step == pytest.approx((10 * np.log10((1 + 10 ** 1.2) / 2) + 6.0) / 2, abs=0.4)
