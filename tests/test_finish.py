@@ -17,7 +17,7 @@ from scipy.signal import resample_poly
 from afxmatch.amount import apply_amount, scaled_target_lufs
 from afxmatch.analysis import measure, style_distances
 from afxmatch.analysis.combine import FRAMES_PER_REFERENCE, combine_features
-from afxmatch.analysis.loudness import integrated_loudness
+from afxmatch.analysis.loudness import hop_energies, integrated_loudness, matching_gain_db
 from afxmatch.dsp.compressor import static_curve_db
 from afxmatch.dsp.limiter import TruePeakLimiter, limit
 from afxmatch.errors import InvalidParameterError
@@ -189,6 +189,21 @@ def test_a_recording_under_the_absolute_gate_is_not_left_silent(example_input, e
                                                                    abs=1e-3)
         assert "beyond the output gain's range" in res.safety["note"]
         assert -60.0 < out < -30.0   # 36 dB above the render, short of the reference's ~-11.5
+
+
+def test_half_amount_lifts_a_recording_under_the_absolute_gate(example_input, example_reference):
+    """The example input 50 dB down (-inf LUFS) with --amount 0.5: the output gain is half
+    the full matching gain, measured on the render, not 0 (what it was until session 9)."""
+    x, sr = example_input
+    r, rsr = example_reference
+    quiet = x[:, : 4 * sr] * np.float32(10 ** (-50 / 20))
+    assert integrated_loudness(quiet, sr) == -np.inf
+    res = match_arrays(quiet, sr, r, rsr, method="analysis", amount=0.5)
+    render = res.output * np.float32(10 ** (-res.params["out_gain_db"] / 20))   # gain is the last stage
+    full = matching_gain_db(-np.inf, integrated_loudness(r, rsr), sr, hop_energies(render, sr))
+    assert full > 50.0
+    assert res.params["out_gain_db"] == pytest.approx(full / 2, abs=0.5)
+    assert np.isfinite(lufs(res.output, sr))
 
 
 def test_no_options_keep_the_plain_match(example_input, example_reference):
