@@ -65,3 +65,19 @@ def scaled_target_lufs(rendered_lufs: float, reference_lufs: float, amount: floa
     if amount == 1.0 or not (math.isfinite(rendered_lufs) and math.isfinite(reference_lufs)):
         return reference_lufs if amount == 1.0 else rendered_lufs
     return rendered_lufs + amount * (reference_lufs - rendered_lufs)
+
+
+def amount_target_lufs(rendered, reference_lufs: float, amount: float) -> float:
+    """:func:`scaled_target_lufs` for a render's :class:`~afxmatch.analysis.Features`
+    (measured with ``out_gain_db = 0``). A render under BS.1770's absolute gate (-inf
+    LUFS, not silent) aims at the loudness that the amount's share of its full matching
+    gain gives (solved on its hop energies); that is -inf still where the share leaves it
+    under the gate, and then the output gain is 0, as for silence."""
+    target = scaled_target_lufs(rendered.loudness_lufs, reference_lufs, amount)
+    if amount == 0 or math.isfinite(target) or not math.isfinite(reference_lufs):
+        return target
+    from .analysis.loudness import matching_gain_db
+
+    full = matching_gain_db(rendered.loudness_lufs, reference_lufs, rendered.sample_rate,
+                            rendered.loudness_hops)
+    return rendered.loudness_at(amount * full)

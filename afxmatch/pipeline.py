@@ -177,7 +177,7 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     limiter (:mod:`afxmatch.finish`); without them the gain rule above applies.
     """
     from . import analysis
-    from .amount import apply_amount, scaled_target_lufs
+    from .amount import amount_target_lufs, apply_amount
     from .analysis.combine import measure_references
     from .finish import apply_finish, check_options, finish_spec, safety_for_finish
 
@@ -229,16 +229,7 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
     t = time.perf_counter()
     say("measuring the result")
     f_rendered = analysis.measure(rendered, sample_rate)
-    matched_lufs = scaled_target_lufs(f_rendered.loudness_lufs, f_ref.loudness_lufs, amount)
-    if amount > 0 and not np.isfinite(matched_lufs) and np.isfinite(f_ref.loudness_lufs):
-        # a render under BS.1770's absolute gate (-inf LUFS, not silent): aim at the loudness
-        # that the amount's share of its full matching gain gives (-inf still, if that share
-        # leaves it under the gate: then no gain, as for silence)
-        from .analysis.loudness import matching_gain_db
-
-        full = matching_gain_db(f_rendered.loudness_lufs, f_ref.loudness_lufs, sample_rate,
-                                f_rendered.loudness_hops)
-        matched_lufs = f_rendered.loudness_at(amount * full)
+    matched_lufs = amount_target_lufs(f_rendered, f_ref.loudness_lufs, amount)
     spec = finish_spec(loudness_lufs, true_peak_dbtp, matched_lufs)
     finish = None
     if spec is None:

@@ -4,12 +4,12 @@ Each reference counts equally, whatever its length or level:
 
 - Spectrum: the mean of the references' long-term spectra **in dB** (a geometric mean of
   the Welch power; likewise for the log-mean spectrum), on the frequency bins of the
-  reference with the lowest sample rate (every reference covers them). In dB a level difference between references shifts
-  the mean curve but does not bend it, so the shape is the average shape; and a trait
-  that only one reference has is diluted by 1/n whether it is a boost or a cut. A mean
-  of power would let the reference with the most energy in a band decide that band
-  (one bass-heavy track would set the low end), and matching works on dB curves anyway
-  (the EQ fit is least squares in dB).
+  reference with the lowest sample rate (every reference covers them). In dB a level
+  difference between references shifts the mean curve but does not bend it, so the
+  shape is the average shape; and a trait that only one reference has is diluted by
+  1/n whether it is a boost or a cut. A mean of power would let the reference with the
+  most energy in a band decide that band (one bass-heavy track would set the low end),
+  and matching works on dB curves anyway (the EQ fit is least squares in dB).
 - Loudness: the mean integrated loudness (LUFS) of the references.
 - Dynamics: every reference is first moved to that common loudness; the sample peak
   and RMS are then the mean peak-to-loudness and RMS-to-loudness ratios, and the 50 ms

@@ -138,22 +138,26 @@ def block_energies(hops: np.ndarray, sample_rate: float) -> np.ndarray:
     return (weights * z).sum(axis=0)
 
 
+def block_lufs(energy):
+    """BS.1770's loudness (LUFS) of channel-weighted block mean squares ``energy``."""
+    with np.errstate(divide="ignore"):
+        return -0.691 + 10 * np.log10(energy)
+
+
 def loudness_from_hops(hops: np.ndarray, sample_rate: float) -> float:
     """Integrated loudness (LUFS) from ``(channels, n_hops)`` K-weighted energies (sums of
     squares) of consecutive 100 ms hops: 400 ms blocks, then the two gates."""
     energy = block_energies(hops, sample_rate)
     if energy.size == 0:
         return float("-inf")
-    with np.errstate(divide="ignore"):
-        loud = -0.691 + 10 * np.log10(energy)
-    gated = energy[loud > ABSOLUTE_GATE_LUFS]
+    gated = energy[block_lufs(energy) > ABSOLUTE_GATE_LUFS]
     if gated.size == 0:
         return float("-inf")
-    relative = -0.691 + 10 * np.log10(gated.mean()) + RELATIVE_GATE_LU
-    gated = gated[-0.691 + 10 * np.log10(gated) > relative]
+    relative = block_lufs(gated.mean()) + RELATIVE_GATE_LU
+    gated = gated[block_lufs(gated) > relative]
     if gated.size == 0:
         return float("-inf")
-    return float(-0.691 + 10 * np.log10(gated.mean()))
+    return float(block_lufs(gated.mean()))
 
 
 def gain_for_loudness(hops: np.ndarray, sample_rate: float, target_lufs: float,
@@ -178,7 +182,7 @@ def gain_for_loudness(hops: np.ndarray, sample_rate: float, target_lufs: float,
         blocks = block_energies(hops, sample_rate)
         if blocks.size == 0 or not blocks.max() > 0:
             return float("nan")
-        base = -0.691 + 10 * math.log10(float(blocks.max()))
+        base = float(block_lufs(blocks.max()))
 
     def loud(g: float) -> float:
         return loudness_from_hops(hops * 10.0 ** (g / 10.0), sample_rate)
