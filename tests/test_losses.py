@@ -80,14 +80,14 @@ def test_long_term_spectrum_term_against_numpy(signals):
     """sc+log+lts = sc+log + the mean |ln| difference of the long-term band magnitudes
     (frame-averaged power at the largest FFT, 1/6-octave triangular bands), computed here
     with numpy; a 6 dB gain adds exactly ln 2 to it."""
-    from afxmatch.estimate.optimise import band_matrix
+    from afxmatch.analysis.spectrum import triangular_bands
 
     y, t = signals
     yy, tt = (torch.from_numpy(v)[None, None] for v in (y, t))
     lts = MRSTFTLoss(terms="sc+log+lts")
     base = float(MRSTFTLoss(terms="sc+log")(yy, tt))
     n = max(LEGACY_FFT_SIZES)
-    bands = band_matrix(n, 44100.0, 18000.0)[0].double().numpy()
+    bands = triangular_bands(n, 44100.0, 18000.0)[0]
 
     def long_term(v):
         power = (_np_mag(v.astype(np.float64), n, n // 4, 1e-7, False) ** 2).mean(0)

@@ -27,6 +27,8 @@ MAX_SEGMENTS = 256
 LOW_HZ = 20.0
 ACTIVE_SEGMENT_DB = 60.0   # log mean: segments more than this below the loudest are left out
 TINY_POWER = 1e-30
+BAND_FRACTION = 1.0 / 6.0   # triangular_bands: spacing in octaves
+BAND_LOW_HZ = 30.0
 
 
 def frequency_grid(top_hz: float, points: int = GRID_POINTS, low_hz: float = LOW_HZ) -> np.ndarray:
@@ -137,3 +139,21 @@ def smooth_on_grid(freqs: np.ndarray, power: np.ndarray, grid: np.ndarray,
     interp = np.interp(grid, freqs, power)
     banded = np.where(count >= 2, mean, interp)
     return 10.0 * np.log10(banded + 1e-20)
+
+
+def triangular_bands(n_fft: int, sample_rate: float, top_hz: float, low_hz: float = BAND_LOW_HZ,
+                     fraction: float = BAND_FRACTION) -> tuple[np.ndarray, np.ndarray]:
+    """Triangular bands ``(n_bands, n_fft // 2 + 1)`` centred on a ``fraction``-octave grid
+    from ``low_hz`` to ``top_hz`` (edges at the neighbouring centres), each row summing to
+    1; a band narrower than a bin takes its nearest bin. Returns ``(matrix, centres_hz)``,
+    float64 (the ``optimise`` method's band statistics and the training loss's long-term
+    term)."""
+    n_bands = int(np.floor(np.log2(top_hz / low_hz) / fraction)) + 1
+    centres = low_hz * 2.0 ** (fraction * np.arange(n_bands))
+    edges = np.concatenate([[centres[0] * 2 ** -fraction], centres, [centres[-1] * 2 ** fraction]])
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    lo, c, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    fb = np.clip(np.minimum((freqs - lo) / (c - lo), (hi - freqs) / (hi - c)), 0.0, None)
+    empty = fb.sum(1) == 0
+    fb[empty, np.argmin(np.abs(freqs[None] - centres[empty, None]), axis=1)] = 1.0
+    return fb / fb.sum(1, keepdims=True), centres

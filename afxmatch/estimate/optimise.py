@@ -73,6 +73,7 @@ import torch
 
 from .. import dsp
 from ..analysis.loudness import k_weighting_sos
+from ..analysis.spectrum import triangular_bands
 from ..dsp import biquad
 from ..errors import InvalidParameterError
 from ..params import PEAK_CEILING_DB, ParamSpace, top_hz
@@ -80,8 +81,6 @@ from .model import choose_windows
 
 # statistics
 SPEC_FFT_S = 8192 / 44100        # long-term spectrum: STFT frame (~0.19 s), hop half of it
-BAND_FRACTION = 1.0 / 6.0        # band spacing in octaves
-BAND_LOW_HZ = 30.0
 FRAME_S = 0.05                   # as analysis.features.FRAME_S
 SHORT_FRAME_S = 0.005
 FRAME_QUANTILES = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
@@ -117,18 +116,10 @@ U_EPS = 1e-3                                  # u kept in [eps, 1 - eps] before 
 # --------------------------------------------------------------------------------------
 
 def band_matrix(n_fft: int, sample_rate: float, top: float) -> tuple[torch.Tensor, np.ndarray]:
-    """Triangular bands ``(n_bands, n_fft // 2 + 1)`` centred on a 1/6-octave grid from
-    ``BAND_LOW_HZ`` to ``top`` (edges at the neighbouring centres), each row summing to 1;
-    a band narrower than a bin takes its nearest bin. Returns ``(matrix, centres_hz)``."""
-    n_bands = int(math.floor(math.log2(top / BAND_LOW_HZ) / BAND_FRACTION)) + 1
-    centres = BAND_LOW_HZ * 2.0 ** (BAND_FRACTION * np.arange(n_bands))
-    edges = np.concatenate([[centres[0] * 2 ** -BAND_FRACTION], centres, [centres[-1] * 2 ** BAND_FRACTION]])
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    lo, c, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    fb = np.clip(np.minimum((freqs - lo) / (c - lo), (hi - freqs) / (hi - c)), 0.0, None)
-    empty = fb.sum(1) == 0
-    fb[empty, np.argmin(np.abs(freqs[None] - centres[empty, None]), axis=1)] = 1.0
-    return torch.as_tensor(fb / fb.sum(1, keepdims=True), dtype=torch.float32), centres
+    """:func:`~afxmatch.analysis.spectrum.triangular_bands` (1/6 octave from 30 Hz to
+    ``top``) as a float32 tensor, with the centres in Hz."""
+    bands, centres = triangular_bands(n_fft, sample_rate, top)
+    return torch.as_tensor(bands, dtype=torch.float32), centres
 
 
 def k_power_response(n_fft: int, sample_rate: float) -> torch.Tensor:

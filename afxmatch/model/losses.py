@@ -47,10 +47,10 @@ class MRSTFTLoss(nn.Module):
             self.register_buffer(f"win{n}", torch.hann_window(n), persistent=False)
         self.lts_fft = max(self.fft_sizes)
         if terms.endswith("+lts"):
-            from ..estimate.optimise import band_matrix
+            from ..analysis.spectrum import triangular_bands
 
-            bands, _ = band_matrix(self.lts_fft, LTS_SAMPLE_RATE, LTS_TOP_HZ)
-            self.register_buffer("lts_bands", bands, persistent=False)
+            bands, _ = triangular_bands(self.lts_fft, LTS_SAMPLE_RATE, LTS_TOP_HZ)
+            self.register_buffer("lts_bands", torch.as_tensor(bands, dtype=torch.float32), persistent=False)
 
     def config(self) -> dict:
         return {"type": "mrstft", "terms": self.terms, "fft_sizes": list(self.fft_sizes),
