@@ -58,11 +58,15 @@ def load(path: str | os.PathLike, role: str = "input") -> Audio:
         raise _read_error(role, p, err) from None
     if data.shape[0] == 0:
         raise AudioFileError(f"{role} {p} contains no samples")
-    if not np.all(np.isfinite(data)):
+    samples = np.ascontiguousarray(data.T)
+    del data   # the interleaved copy goes before the checks: 2x the decoded size at most
+    # min and max propagate NaN and show an infinity: no full-size temporaries for the checks
+    lo, hi = float(samples.min()), float(samples.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise _not_finite_error(role, p)
-    audio = Audio(np.ascontiguousarray(data.T), int(sr), p, info.format, info.subtype)
+    audio = Audio(samples, int(sr), p, info.format, info.subtype)
     _check_duration(audio.duration_s, role, p)
-    if float(np.max(np.abs(data))) == 0.0:
+    if lo == 0.0 and hi == 0.0:
         raise silence_error(role, p)
     return audio
 

@@ -69,3 +69,26 @@ def test_load_errors_name_the_file(tmp_path):
         audio.load(tmp_path / "missing.wav")
     with pytest.raises(AudioFileError, match="folder"):
         audio.load(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_load_refuses_non_finite_samples(tmp_path, bad):
+    x = np.full((44100, 2), 0.1, np.float32)
+    x[30000, 1] = bad   # one sample, in the second channel
+    sf.write(str(tmp_path / "bad.wav"), x, 44100, subtype="FLOAT")
+    with pytest.raises(AudioFileError, match="NaN or infinite"):
+        audio.load(tmp_path / "bad.wav")
+
+
+@pytest.mark.parametrize("value", [0.0, -1e-6, 1e-6])
+def test_load_calls_only_all_zero_samples_silence(tmp_path, value):
+    x = np.zeros((44100, 2), np.float32)
+    x[100, 1] = value   # a single non-zero sample (negative or positive) is not silence
+    sf.write(str(tmp_path / "s.wav"), x, 44100, subtype="FLOAT")
+    if value == 0.0:
+        with pytest.raises(AudioFileError, match="digital silence"):
+            audio.load(tmp_path / "s.wav")
+    else:
+        a = audio.load(tmp_path / "s.wav")
+        assert a.samples.shape == (2, 44100) and a.samples[1, 100] == np.float32(value)
+        assert a.samples.flags.c_contiguous and np.count_nonzero(a.samples) == 1
