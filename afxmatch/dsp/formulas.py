@@ -120,14 +120,18 @@ def decay_samples(a1, a2, floor_db: float = DECAY_FLOOR_DB, xp=np) -> int:
 # ----------------------------------------------------------------------------- the EQ cascade
 
 
+def _bands_by_kind() -> dict[str, list[str]]:
+    kinds: dict[str, list[str]] = {}
+    for prefix, kind in EQ_BANDS:
+        kinds.setdefault(kind, []).append(prefix)
+    return kinds
+
+
 def band_coefficients(params: Mapping, sample_rate: float, xp=np):
     """Yield ``(b, a)`` per filter kind, each ``(batch, n_bands_of_kind, 3)`` float64, for
     parameters given as ``(batch,)`` arrays (or scalars). Bands of the same kind are
     computed in one batched call (fewer, larger array ops)."""
-    kinds: dict[str, list[str]] = {}
-    for prefix, kind in EQ_BANDS:
-        kinds.setdefault(kind, []).append(prefix)
-    for kind, prefixes in kinds.items():
+    for kind, prefixes in _bands_by_kind().items():
         f, g, q = (xp.stack([float64(params[f"{p}_{suffix}"], xp).reshape(-1) for p in prefixes], -1)
                    for suffix in ("freq_hz", "gain_db", "q"))
         yield rbj_coefficients(kind, *broadcast(f, g, q, xp=xp), sample_rate, xp)
@@ -142,11 +146,23 @@ def eq_response(params: Mapping, sample_rate: float, omega, xp=np):
     return h
 
 
+def band_prefixes() -> list[str]:
+    """The bands in the order :func:`band_coefficients` and :func:`band_magnitude_db` give
+    them (grouped by kind)."""
+    return [p for prefixes in _bands_by_kind().values() for p in prefixes]
+
+
+def band_magnitude_db(params: Mapping, sample_rate: float, freqs_hz, xp=np):
+    """Yield each filter kind's bands' magnitudes in dB at ``freqs_hz``, ``(batch,
+    n_bands_of_kind, n_freq)`` float64, in :func:`band_prefixes` order."""
+    omega = 2 * math.pi * float64(freqs_hz, xp) / float(sample_rate)
+    for b, a in band_coefficients(params, sample_rate, xp):
+        yield 10.0 * xp.log10(power_response(b, a, omega, xp) + 1e-30)
+
+
 def eq_magnitude_db(params: Mapping, sample_rate: float, freqs_hz, xp=np):
     """Cascade magnitude in dB at ``freqs_hz``, ``(batch, n_freq)`` float64."""
-    omega = 2 * math.pi * float64(freqs_hz, xp) / float(sample_rate)
-    return sum(10.0 * xp.log10(power_response(b, a, omega, xp) + 1e-30).sum(-2)
-               for b, a in band_coefficients(params, sample_rate, xp))
+    return sum(db.sum(-2) for db in band_magnitude_db(params, sample_rate, freqs_hz, xp))
 
 
 def eq_impulse_length(params: Mapping, sample_rate: float, xp=np) -> int:

@@ -1,8 +1,8 @@
 """The rule-based ``analysis`` method: no model, no rendering in the loop.
 
 1. EQ: least-squares fit of the 6 bands' dB magnitude response (plus a free offset) to the
-   smoothed long-term spectral difference ``reference - input``, by gradient descent on
-   the normalised parameters from several starting points at once.
+   smoothed long-term spectral difference ``reference - input``: bounded least squares on
+   the normalised parameters from several starting points, the best fit kept.
 2. Compressor: the threshold/ratio whose static curve, applied to the EQ'd input's 50 ms
    frame levels, best reproduces the reference's level-distribution shape.
 3. Output gain: set later by the pipeline from a render, so the output's integrated
@@ -50,17 +50,15 @@ def target_curve(inp: Features, ref: Features, sample_rate: float):
     return grid, diff, weight
 
 
-def fit_eq_curve(grid_hz: np.ndarray, target_db: np.ndarray, weight: np.ndarray,
-                 sample_rate: float, starts: int = FIT_STARTS,
-                 seed: int = 0) -> tuple[dict[str, float], float]:
-    """Fit the 6-band EQ (+ a free dB offset) to ``target_db`` on ``grid_hz``.
+def eq_fit_problem(grid_hz: np.ndarray, target_db: np.ndarray, weight: np.ndarray, sample_rate: float):
+    """The least-squares problem :func:`fit_eq_curve` solves, on ``z`` = the normalised EQ
+    parameters plus a dB offset: ``(names, idx, base, residual(z), jacobian(z))`` with
+    ``idx`` the EQ parameters' places in the full normalised vector ``base``.
 
-    Bounded nonlinear least squares (scipy's trust-region reflective) on the normalised
-    EQ parameters; the Jacobian is a forward difference computed as one batched
-    evaluation of the cascade response. Several starts (defaults, then random centre
-    frequencies); the best fit wins. Returns ``(eq_params, weighted_rms_error_db)``; the
-    offset is discarded (the output gain is set elsewhere).
-    """
+    The Jacobian is a forward difference that uses the cascade's separability (its dB
+    response is the sum of the bands'): one batched evaluation of each band at the point
+    and with every band's frequency, gain or Q stepped at once, 4 settings instead of one
+    per parameter (a 4-start fit 0.93 -> 0.58 s)."""
     space = ParamSpace(sample_rate)
     names = _eq_names(space)
     idx = [space.names.index(n) for n in names]
@@ -68,24 +66,49 @@ def fit_eq_curve(grid_hz: np.ndarray, target_db: np.ndarray, weight: np.ndarray,
     grid = np.asarray(grid_hz, dtype=np.float64)
     sw = np.sqrt(weight / weight.sum())
     n_eq = len(idx)
+    # parameter j: its band's row in band_magnitude_db's output, and the setting that steps it
+    bands = formulas.band_prefixes()
+    prefix_of = {n: next(p for p in bands if n.startswith(p + "_")) for n in names}
+    band_of = np.array([bands.index(prefix_of[n]) for n in names])
+    suffixes = ("freq_hz", "gain_db", "q")
+    setting_of = np.array([1 + suffixes.index(n[len(prefix_of[n]) + 1:]) for n in names])
 
-    def curves(z: np.ndarray) -> np.ndarray:
-        """z: (batch, n_eq + 1) -> (batch, n_freq) EQ dB + offset."""
-        u = np.repeat(base[None], len(z), 0)
-        u[:, idx] = z[:, :n_eq]
-        return numpy_chain.eq_magnitude_db(space.denormalise_batch(u), sample_rate, grid) + z[:, n_eq:]
+    def band_db(z_eq: np.ndarray) -> np.ndarray:
+        """``(batch, n_eq)`` -> each band's dB response ``(batch, n_bands, n_freq)``."""
+        u = np.repeat(base[None], len(z_eq), 0)
+        u[:, idx] = z_eq
+        params = space.denormalise_batch(u)
+        return np.concatenate(list(formulas.band_magnitude_db(params, sample_rate, grid)), axis=-2)
 
     def residual(z):
-        return sw * (curves(z[None])[0] - target_db)
+        return sw * (band_db(z[None, :n_eq])[0].sum(0) + z[n_eq] - target_db)
 
     def jacobian(z):
-        step = FD_STEP * np.where(z[:n_eq + 1] > 0.5, -1.0, 1.0)
-        step[n_eq] = 1e-3
-        zz = np.repeat(z[None], n_eq + 2, 0)
-        zz[np.arange(1, n_eq + 2), np.arange(n_eq + 1)] += step
-        c = curves(zz)
-        return (sw * (c[1:] - c[0])).T / step
+        step = FD_STEP * np.where(z[:n_eq] > 0.5, -1.0, 1.0)
+        zz = np.repeat(z[None, :n_eq], 4, 0)   # the point, then frequencies, gains, Qs stepped
+        zz[setting_of, np.arange(n_eq)] += step
+        db = band_db(zz)
+        jac = np.empty((len(grid), n_eq + 1))
+        jac[:, :n_eq] = ((db[setting_of, band_of] - db[0, band_of]) * sw).T / step
+        jac[:, n_eq] = sw   # the offset
+        return jac
 
+    return names, idx, base, residual, jacobian
+
+
+def fit_eq_curve(grid_hz: np.ndarray, target_db: np.ndarray, weight: np.ndarray,
+                 sample_rate: float, starts: int = FIT_STARTS,
+                 seed: int = 0) -> tuple[dict[str, float], float]:
+    """Fit the 6-band EQ (+ a free dB offset) to ``target_db`` on ``grid_hz``.
+
+    Bounded nonlinear least squares (scipy's trust-region reflective) on the normalised
+    EQ parameters (:func:`eq_fit_problem`). Several starts (defaults, then random centre
+    frequencies); the best fit wins. Returns ``(eq_params, weighted_rms_error_db)``; the
+    offset is discarded (the output gain is set elsewhere).
+    """
+    space = ParamSpace(sample_rate)
+    names, idx, base, residual, jacobian = eq_fit_problem(grid_hz, target_db, weight, sample_rate)
+    n_eq = len(idx)
     rng = np.random.default_rng(seed)
     best = _multi_start(residual, jacobian, base[idx], names, starts, rng)
     values = space.denormalise(_scatter(base, idx, best.x[:n_eq]))
