@@ -90,14 +90,16 @@ def load_default_model(model_path: str | None = None):
 
 
 def model_estimate(x: np.ndarray, sample_rate: float, ref, ref_rate, f_in, f_ref,
-                   model_path: str | None = None) -> tuple[dict[str, float], dict]:
+                   model_path: str | None = None, prior: dict | None = None) -> tuple[dict[str, float], dict]:
     """The trained model's estimate (refining the analysis prior where the model is
-    residual) and the model's facts for the report."""
+    residual) and the model's facts for the report. ``prior``: the ``analysis`` estimate
+    for the same pair where the caller has already made it (it is the prior)."""
     from .estimate.model import estimate_model
 
     net, config, model_info = load_default_model(model_path)
-    prior = None
-    if net.residual:
+    if not net.residual:
+        prior = None
+    elif prior is None:
         from .estimate.analysis import analysis_prior
         prior = analysis_prior(x, sample_rate, ref, ref_rate, f_in, f_ref)
     return estimate_model(x, sample_rate, ref, ref_rate, net, config, prior), model_info
@@ -208,7 +210,8 @@ def match_arrays(x: np.ndarray, sample_rate: int, ref: np.ndarray, ref_rate: int
         limits = {k: v for k, v in (("max_evals", steps), ("time_budget", time_budget)) if v is not None}
         others, start_model = {}, None
         try:   # the model's estimate is a second start where a model is at hand
-            others["model"], start_model = model_estimate(x, sample_rate, ref, ref_rate, f_in, f_ref, model_path)
+            others["model"], start_model = model_estimate(x, sample_rate, ref, ref_rate, f_in, f_ref, model_path,
+                                                          prior=ParamSpace(sample_rate).validate(params, clip=True))
         except AfxmatchError:
             pass
         search = estimate_blackbox(x, sample_rate, f_ref, params, other_starts=others, **limits)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from afxmatch import dsp
-from afxmatch.errors import ModelError
+from afxmatch.errors import AfxmatchError, ModelError
+from afxmatch.estimate.analysis import FIT_STARTS
 from afxmatch.estimate.model import estimate_model
 from afxmatch.model.io import load_model, save_model
 from afxmatch.model.network import MatchNet, count_parameters
@@ -146,7 +147,21 @@ def _write_bank(folder, split: str, pairs: list[dict]) -> None:
                                 for p in pairs]).astype(np.float32)
     for k, v in arrays.items():
         np.save(folder / f"{split}_{k}.npy", v.astype(np.float32))
-    (folder / f"{split}_bank.json").write_text(json.dumps({"pairs": len(pairs)}))
+    (folder / f"{split}_bank.json").write_text(json.dumps({"pairs": len(pairs), "prior_starts": FIT_STARTS}))
+
+
+def test_a_bank_with_other_priors_is_refused(tmp_path):
+    """Priors fitted from another number of EQ-fit starts than the model is given in use
+    (every bank before they were recorded used one) would train it on the wrong inputs."""
+    from afxmatch.model.bank import load as load_bank
+
+    pair = next(_pairs(1))
+    _write_bank(tmp_path, "valid", [pair])
+    assert len(load_bank(tmp_path, "valid")["prior"]) == 1
+    for meta in ({"pairs": 1}, {"pairs": 1, "prior_starts": FIT_STARTS + 1}):
+        (tmp_path / "valid_bank.json").write_text(json.dumps(meta))
+        with pytest.raises(AfxmatchError, match="rebuild the bank"):
+            load_bank(tmp_path, "valid")
 
 
 def test_residual_model_starts_exactly_at_its_prior():
@@ -214,3 +229,21 @@ def test_reference_embedding_is_made_once_per_reference(monkeypatch):
     assert len(calls) == 3
     with pytest.raises(ValueError):
         first[0] = 1.0                # shared: read-only
+
+
+def test_a_given_prior_is_the_one_the_model_would_make(example_input, example_reference):
+    """``blackbox`` hands the model its own ``analysis`` estimate as the prior instead of
+    fitting it twice: that must be exactly the prior the model makes for itself."""
+    from afxmatch import analysis
+    from afxmatch.estimate import estimate_analysis
+    from afxmatch.estimate.analysis import eq_levels_fn
+    from afxmatch.pipeline import model_estimate
+
+    (x, sr), (r, rr) = example_input, example_reference
+    f_in, f_ref = analysis.measure(x, sr), analysis.measure(r, rr)
+    own, info = model_estimate(x, sr, r, rr, f_in, f_ref)
+    given = ParamSpace(sr).validate(estimate_analysis(f_in, f_ref, sr, eq_levels=eq_levels_fn(x, sr)), clip=True)
+    reused, _ = model_estimate(x, sr, r, rr, f_in, f_ref, prior=given)
+    assert info["sha256"] and reused == own
+    other = dict(given, p2_gain_db=given["p2_gain_db"] + 6.0)   # and the prior is really used
+    assert model_estimate(x, sr, r, rr, f_in, f_ref, prior=other)[0]["p2_gain_db"] != own["p2_gain_db"]

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import AfxmatchError
+from ..estimate.analysis import FIT_STARTS
+
 SAMPLE_RATE = 44100
 _DS = None
 
@@ -63,15 +66,22 @@ def build(data_dir, out_dir, split: str, n: int, seed: int, length: int = 131072
     for a in arrays.values():
         a.flush()
     summary = {"split": split, "pairs": n, "seed": seed, "length": length, "channels": channels,
-               "seconds": round(time.time() - t0, 1)}
+               "prior_starts": FIT_STARTS, "seconds": round(time.time() - t0, 1)}
     (out / f"{split}_bank.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def load(out_dir, split: str) -> dict[str, np.ndarray]:
     """Memory-mapped arrays of a bank split, cut to the pair count in ``{split}_bank.json``
-    (a bank whose build was stopped early holds only its first ``pairs`` entries)."""
+    (a bank whose build was stopped early holds only its first ``pairs`` entries).
+    Refuses a bank whose priors were fitted with another number of EQ-fit starts than
+    the model is given in use (banks from before ``prior_starts`` was recorded used 1)."""
     out = Path(out_dir)
-    n = json.loads((out / f"{split}_bank.json").read_text())["pairs"]
+    meta = json.loads((out / f"{split}_bank.json").read_text())
+    if meta.get("prior_starts", 1) != FIT_STARTS:
+        raise AfxmatchError(f"the pair bank {out} holds priors fitted from {meta.get('prior_starts', 1)} EQ-fit "
+                         f"start(s), but the model is given {FIT_STARTS} in use: rebuild the bank "
+                         f"(delete {out} and train again)")
+    n = meta["pairs"]
     return {k: np.load(out / f"{split}_{k}.npy", mmap_mode="r")[:n]
             for k in ("input", "reference", "target", "prior")}
