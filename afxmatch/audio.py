@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from . import wav_pcm
 from .errors import AudioFileError, OutputError
 
 READ_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".w64", ".rf64")
@@ -175,14 +176,29 @@ def save(path: str | os.PathLike, samples: np.ndarray, sample_rate: int, fmt: st
     """Write ``(channels, samples)`` audio atomically. Refuses NaN/Inf and samples over full scale."""
     samples = np.asarray(samples, dtype=np.float32)
     _check_output_samples(path, samples, subtype)
-    atomic_write_bytes(Path(path), lambda tmp: sf.write(tmp, samples.T, int(sample_rate),
-                                                        format=fmt, subtype=subtype))
+
+    def write(tmp: str) -> None:
+        with _open_writer(tmp, sample_rate, samples.shape[0], fmt, subtype, path) as fh:
+            fh.write(samples.T)
+    atomic_write_bytes(Path(path), write)
+
+
+def _open_writer(tmp: str, sample_rate: int, channels: int, fmt: str, subtype: str, path):
+    """A file writer taking ``(n, channels)`` float blocks: afxmatch's own for integer-PCM
+    WAV (:mod:`afxmatch.wav_pcm`, ~2x faster than libsndfile's conversion), else
+    libsndfile's. ``path``: the output ``tmp`` stands for, named in errors."""
+    if wav_pcm.handles(fmt, subtype):
+        return wav_pcm.PcmWavWriter(tmp, sample_rate, channels, subtype, path)
+    return sf.SoundFile(tmp, "w", int(sample_rate), int(channels), subtype=subtype, format=fmt)
 
 
 def _check_output_samples(path, samples: np.ndarray, subtype: str) -> None:
-    if not np.all(np.isfinite(samples)):
+    if not samples.size:
+        return
+    lo, hi = float(samples.min()), float(samples.max())   # NaN propagates; no full-size temporaries
+    if not (np.isfinite(lo) and np.isfinite(hi)):
         raise OutputError(f"refusing to write {path}: the render produced NaN/Inf samples")
-    if subtype != "FLOAT" and samples.size and float(np.max(np.abs(samples))) > 1.0:
+    if subtype != "FLOAT" and max(-lo, hi) > 1.0:
         raise OutputError(f"refusing to write {path}: samples exceed full scale for {subtype}")
 
 
@@ -285,7 +301,7 @@ def write_blocks(tmp: str, blocks, sample_rate: int, channels: int, fmt: str, su
     """:func:`save_blocks`' writing into the temporary file ``tmp`` (not atomic by itself;
     errors name ``path``, the output it stands for). Returns the frames written."""
     written = 0
-    with sf.SoundFile(tmp, "w", int(sample_rate), int(channels), subtype=subtype, format=fmt) as fh:
+    with _open_writer(tmp, sample_rate, channels, fmt, subtype, path) as fh:
         for block in blocks:
             block = np.asarray(block, dtype=np.float32)
             _check_output_samples(path, block, subtype)
