@@ -134,6 +134,8 @@ def train_cmd(
                                         "first when absent (synthetic pairs + analysis priors)."),
     bank_pairs: int = typer.Option(2400, help="Training pairs in the bank."),
     valid_pairs: int = typer.Option(64, help="Validation pairs in the bank (from held-out files)."),
+    prior_starts: int = typer.Option(1, min=1, help="EQ-fit starts of the bank's analysis priors "
+                                     "(the shipped model's: 1; in use it is given the 4-start fit)."),
     steps: int = typer.Option(1600, help="Optimiser steps (cosine learning-rate schedule)."),
     batch_size: int = typer.Option(16, help="Pairs per step."),
     length: int = typer.Option(131072, help="Samples per training excerpt at 44.1 kHz."),
@@ -170,12 +172,13 @@ def train_cmd(
     echo = lambda rec: typer.echo(_json.dumps(rec), err=True)  # noqa: E731
     for split, n, split_seed in (("valid", valid_pairs, seed + 2), ("train", bank_pairs, seed + 1)):
         if not (bank / f"{split}_bank.json").is_file():
-            echo(pair_bank.build(data, bank, split, n, split_seed, length, workers=workers, progress=echo))
+            echo(pair_bank.build(data, bank, split, n, split_seed, length, workers=workers, progress=echo,
+                                 prior_starts=prior_starts))
     try:
         cfg = train(data, out, steps=steps, batch_size=batch_size, length=length, lr=lr,
                     device=device, seed=seed, resume=resume, time_budget_s=time_budget,
                     log_every=10, ckpt_every=50, valid_every=100, n_valid=valid_pairs,
-                    bank_dir=bank, progress=echo, loss_terms=loss)
+                    bank_dir=bank, progress=echo, loss_terms=loss, prior_starts=prior_starts)
     except AfxmatchError as err:
         fail(err)
     typer.echo(_json.dumps(cfg.get("validation", {})))

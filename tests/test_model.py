@@ -10,7 +10,7 @@ import torch
 
 from afxmatch import dsp
 from afxmatch.errors import AfxmatchError, ModelError
-from afxmatch.estimate.analysis import FIT_STARTS
+from afxmatch.model.bank import PRIOR_STARTS
 from afxmatch.estimate.model import estimate_model
 from afxmatch.model.io import load_model, save_model
 from afxmatch.model.network import MatchNet, count_parameters
@@ -143,25 +143,31 @@ def _write_bank(folder, split: str, pairs: list[dict]) -> None:
 
     space = ParamSpace(SR)
     arrays = {k: np.stack([p[k] for p in pairs]) for k in ("input", "reference", "target")}
-    arrays["prior"] = np.stack([space.normalise(analysis_prior(p["input"], SR, p["reference"], SR))
+    arrays["prior"] = np.stack([space.normalise(analysis_prior(p["input"], SR, p["reference"], SR,
+                                                               starts=PRIOR_STARTS))
                                 for p in pairs]).astype(np.float32)
     for k, v in arrays.items():
         np.save(folder / f"{split}_{k}.npy", v.astype(np.float32))
-    (folder / f"{split}_bank.json").write_text(json.dumps({"pairs": len(pairs), "prior_starts": FIT_STARTS}))
+    (folder / f"{split}_bank.json").write_text(json.dumps({"pairs": len(pairs), "prior_starts": PRIOR_STARTS}))
 
 
 def test_a_bank_with_other_priors_is_refused(tmp_path):
-    """Priors fitted from another number of EQ-fit starts than the model is given in use
-    (every bank before they were recorded used one) would train it on the wrong inputs."""
+    """Training asks for priors of a given number of EQ-fit starts; a bank made with
+    another number (banks from before it was recorded used 1) is refused, not mixed in."""
     from afxmatch.model.bank import load as load_bank
 
     pair = next(_pairs(1))
     _write_bank(tmp_path, "valid", [pair])
-    assert len(load_bank(tmp_path, "valid")["prior"]) == 1
-    for meta in ({"pairs": 1}, {"pairs": 1, "prior_starts": FIT_STARTS + 1}):
+    assert len(load_bank(tmp_path, "valid", PRIOR_STARTS)["prior"]) == 1
+    (tmp_path / "valid_bank.json").write_text(json.dumps({"pairs": 1}))   # unrecorded: 1 start
+    assert len(load_bank(tmp_path, "valid", 1)["prior"]) == 1
+    for meta, asked in (({"pairs": 1}, 4), ({"pairs": 1, "prior_starts": 4}, 1)):
         (tmp_path / "valid_bank.json").write_text(json.dumps(meta))
-        with pytest.raises(AfxmatchError, match="rebuild the bank"):
-            load_bank(tmp_path, "valid")
+        with pytest.raises(AfxmatchError, match="not the %d asked for" % asked):
+            load_bank(tmp_path, "valid", asked)
+        with pytest.raises(AfxmatchError, match="asked for"):
+            train(None, tmp_path / "m", steps=1, batch_size=1, length=L, arch=TINY, bank_dir=tmp_path,
+                  n_valid=1, prior_starts=asked, threads=None)
 
 
 def test_residual_model_starts_exactly_at_its_prior():
@@ -182,7 +188,7 @@ def test_residual_training_on_a_bank_and_estimation(tmp_path):
     out = tmp_path / "model"
     records = []
     cfg = train(None, out, steps=6, batch_size=3, length=L, lr=1e-3, arch=TINY, bank_dir=bank,
-                n_valid=4, log_every=1, ckpt_every=3, valid_every=3, warmup=1,
+                prior_starts=PRIOR_STARTS, n_valid=4, log_every=1, ckpt_every=3, valid_every=3, warmup=1,
                 fft_sizes=(256, 1024), progress=records.append, threads=None)
     assert cfg["architecture"]["residual"] is True
     valid = [r["valid_loss"] for r in records if r["event"] == "valid"]

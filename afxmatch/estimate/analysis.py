@@ -189,10 +189,10 @@ def analysis_prior(x: np.ndarray | None, sample_rate: float, ref: np.ndarray | N
                    inp: Features | None = None, ref_features: Features | None = None,
                    starts: int = FIT_STARTS, eq_levels=None) -> dict[str, float]:
     """The analysis estimate (EQ + compressor, output gain left neutral) used as the learned
-    model's starting point: the same fit as the ``analysis`` method (``starts`` EQ-fit
-    starts, 4 by default, ~0.6 s on a 3-minute track; the separable Jacobian of
-    :func:`fit_eq_curve` makes that cheap enough for every training pair too), so the
-    network is trained on the priors it is given in use. ``x``/``ref`` are ``(channels, samples)``; features are measured unless
+    model's starting point. In use it is the ``analysis`` method's own fit (``starts`` = 4
+    EQ-fit starts, ~0.6 s on a 3-minute track); the training bank's priors use
+    ``afxmatch.model.bank.PRIOR_STARTS`` (1: cheap for thousands of pairs, and the shipped
+    network measured better given the 4-start fit than one retrained on it). ``x``/``ref`` are ``(channels, samples)``; features are measured unless
     given, and ``eq_levels`` (see :func:`estimate_analysis`) made from ``x`` unless given."""
     from .. import analysis
 

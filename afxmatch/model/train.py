@@ -43,11 +43,11 @@ def _stack(pairs: list[dict]) -> dict[str, torch.Tensor]:
     return out
 
 
-def bank_pairs(bank_dir, split: str, seed: int) -> Iterator[dict]:
+def bank_pairs(bank_dir, split: str, seed: int, prior_starts: int | None = None) -> Iterator[dict]:
     """Endless random draws (with replacement) from a pair bank (see :mod:`.bank`)."""
     from .bank import load
 
-    arrays = load(bank_dir, split)
+    arrays = load(bank_dir, split, prior_starts)
     n = arrays["prior"].shape[0]
     rng = np.random.default_rng(seed)
     while True:
@@ -151,13 +151,15 @@ def train(data_dir, out_dir, steps: int = 2000, batch_size: int = 8, length: int
           n_valid: int = 32, valid_every: Optional[int] = None, channels: Optional[int] = 1,
           clip_norm: float = 1.0, warmup: int = 50, threads: Optional[int] = 2,
           train_pairs: Optional[Iterable[dict]] = None, valid_pairs: Optional[list[dict]] = None,
-          fft_sizes: Optional[tuple] = None, bank_dir=None, loss_terms: str = "sc+log") -> dict:
+          fft_sizes: Optional[tuple] = None, bank_dir=None, loss_terms: str = "sc+log",
+          prior_starts: Optional[int] = None) -> dict:
     """Train and write ``model.pt``, ``config.json``, ``model.sha256`` (best on validation)
     plus ``checkpoint.pt`` and ``log.jsonl`` into ``out_dir``; returns the final config.
 
     ``train_pairs`` / ``valid_pairs`` (iterables of pair dicts) replace the corpus in tests.
     ``bank_dir`` (see :mod:`.bank`) trains a residual model on a fixed bank of pairs with
-    analysis priors (train/valid splits of the bank).
+    analysis priors (train/valid splits of the bank); ``prior_starts`` refuses a bank whose
+    priors were fitted from another number of EQ-fit starts.
     ``time_budget_s`` counts wall time over all (resumed) sessions; training stops cleanly
     before it runs out.
     """
@@ -175,9 +177,9 @@ def train(data_dir, out_dir, steps: int = 2000, batch_size: int = 8, length: int
     if bank_dir is not None:
         from .bank import load as load_bank
 
-        vb = load_bank(bank_dir, "valid")
+        vb = load_bank(bank_dir, "valid", prior_starts)
         vpairs = [{k: np.array(v[i]) for k, v in vb.items()} for i in range(min(n_valid, len(vb["prior"])))]
-        train_pairs = bank_pairs(bank_dir, "train", seed)
+        train_pairs = bank_pairs(bank_dir, "train", seed, prior_starts)
         data_summary = dict(source="pair bank", bank=str(bank_dir), valid_pairs=len(vpairs),
                             banks=[json.loads((Path(bank_dir) / f"{s}_bank.json").read_text())
                                    for s in ("train", "valid")])
