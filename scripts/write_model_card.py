@@ -81,8 +81,8 @@ Synthetic style pairs follow DeepAFx-ST:
 The corruptions and styles are made with scipy/pedalboard code in
 `afxmatch/model/pairs.py`, not with the torch renderer being trained. Each pair's prior
 is the analysis estimate (the `analysis` method's EQ and compressor fit) from
-{banks.get('train', {}).get('prior_starts', 1)} EQ-fit start(s); in use the model is given the
-`analysis` method's own 4-start fit (see the README's "The learned model").
+{banks.get('train', {}).get('prior_starts', 1)} EQ-fit start(s). In use the model is given the `analysis` method's own
+4-start fit (see the README's "The learned model").
 
 - Loss: multi-resolution STFT, FFT sizes {tr['loss']['fft_sizes']}, hop
   {tr['loss']['hop_fraction']}, {LOSS_TERMS[tr['loss'].get('terms', 'sc+log')]}. It is computed
