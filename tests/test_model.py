@@ -253,3 +253,24 @@ def test_a_given_prior_is_the_one_the_model_would_make(example_input, example_re
     assert info["sha256"] and reused == own
     other = dict(given, p2_gain_db=given["p2_gain_db"] + 6.0)   # and the prior is really used
     assert model_estimate(x, sr, r, rr, f_in, f_ref, prior=other)[0]["p2_gain_db"] != own["p2_gain_db"]
+
+
+def test_train_command_refuses_a_bank_made_with_other_prior_starts(tmp_path):
+    """``afxmatch train --prior-starts N`` reaches the bank check: one clear line, exit 1,
+    and no model written."""
+    import subprocess
+    import sys
+
+    corpus, bank = tmp_path / "corpus", tmp_path / "bank"
+    corpus.mkdir()
+    (corpus / "manifest.json").write_text("{}")
+    bank.mkdir()
+    gen = _pairs(2)
+    for split in ("train", "valid"):
+        _write_bank(bank, split, [next(gen) for _ in range(2)])
+    proc = subprocess.run([sys.executable, "-m", "afxmatch", "train", "--data", str(corpus), "--out",
+                           str(tmp_path / "m"), "--bank", str(bank), "--prior-starts", "4", "--steps", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert f"holds priors fitted from {PRIOR_STARTS} EQ-fit start(s), not the 4 asked for" in proc.stderr
+    assert not (tmp_path / "m" / "model.pt").exists()
