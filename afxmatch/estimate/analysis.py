@@ -192,8 +192,9 @@ def analysis_prior(x: np.ndarray | None, sample_rate: float, ref: np.ndarray | N
     model's starting point. In use it is the ``analysis`` method's own fit (``starts`` = 4
     EQ-fit starts, ~0.6 s on a 3-minute track); the training bank's priors use
     ``afxmatch.model.bank.PRIOR_STARTS`` (1: cheap for thousands of pairs, and the shipped
-    network measured better given the 4-start fit than one retrained on it). ``x``/``ref`` are ``(channels, samples)``; features are measured unless
-    given, and ``eq_levels`` (see :func:`estimate_analysis`) made from ``x`` unless given."""
+    network measured better given the 4-start fit than one retrained on it).
+    ``x``/``ref`` are ``(channels, samples)``; features are measured unless given, and
+    ``eq_levels`` (see :func:`estimate_analysis`) made from ``x`` unless given."""
     from .. import analysis
 
     inp = inp if inp is not None else analysis.measure(x, sample_rate)
