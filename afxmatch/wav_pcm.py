@@ -4,10 +4,11 @@ libsndfile converts float samples to 24-bit PCM one sample at a time: saving a 3
 stereo file took 0.35-0.44 s that way (median 0.39 s, 7 runs), about a tenth of a whole
 match; converting in numpy, a block at a time, takes 0.14-0.19 s (median 0.17 s, same
 runs). The file has the layout libsndfile writes for these subtypes: a RIFF/WAVE header
-with a 16-byte PCM ``fmt`` chunk, then the ``data`` chunk. Samples are scaled by ``2**(bits - 1)``, rounded to nearest and clipped to
-the largest code, so a reader that divides by the same power of two (libsndfile,
-soundfile, scipy) gets every sample back within half a step. The caller has refused
-NaN/Inf and samples beyond full scale already (``audio._check_output_samples``).
+with a 16-byte PCM ``fmt`` chunk, then the ``data`` chunk. Samples are scaled by
+``2**(bits - 1)``, rounded to nearest and clipped to the largest code, so a reader that
+divides by the same power of two (libsndfile, soundfile, scipy) gets every sample back
+within half a step. The caller has refused NaN/Inf and samples beyond full scale already
+(``audio._check_output_samples``).
 """
 
 from __future__ import annotations
